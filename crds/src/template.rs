@@ -1,0 +1,187 @@
+//! The revision template (`spec.template`) and the container shape Sluice runs.
+//!
+//! Knative inlines a Kubernetes PodSpec here. Sluice keeps the fields it acts on, with
+//! Knative's names; fields it does not know are pruned on the way in, as a Kubernetes API
+//! server prunes fields outside a structural schema.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ContainerPort, EnvFromSource, EnvVar, ResourceRequirements, SecurityContext, VolumeMount,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::revision::RevisionSpec;
+
+/// `spec.template` of a Service or Configuration: the metadata and spec of the next revision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionTemplateSpec {
+    /// Name (BYO revision name), labels and annotations of the revision to stamp.
+    #[serde(default, skip_serializing_if = "TemplateMeta::is_empty")]
+    pub metadata: TemplateMeta,
+    /// The revision spec.
+    #[serde(default)]
+    pub spec: RevisionSpec,
+}
+
+/// The metadata a template may carry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMeta {
+    /// A bring-your-own revision name; must start with `<parent>-`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels copied onto the revision.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations copied onto the revision (autoscaling knobs live here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl TemplateMeta {
+    /// Whether nothing is set (so it is left out of the output).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+/// A container of a revision. On the local platform `command` is what runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Defaulted to `user-container` (config-defaults `container-name-template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The image (required on Kubernetes; informational on the local platform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The program and its leading arguments (required on the local platform).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Further arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Environment from config maps and secrets (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// The working directory of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// At most one port: the one the process serves on (`$PORT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    /// Readiness probe, run by the queue-proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// Liveness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// CPU and memory requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
+    /// Volume mounts (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Image pull policy (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+}
+
+/// A probe as Knative accepts it (`tcpSocket: {}` means the serving port).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// HTTP GET probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    /// TCP connect probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    /// Command probe (Kubernetes: run in the container; local: treated as TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    /// Seconds before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i32>,
+    /// 0 means Knative's aggressive probing (every 50 ms until ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i32>,
+    /// Timeout of one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive successes needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i32>,
+    /// Consecutive failures tolerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i32>,
+}
+
+/// HTTP GET probe action.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetAction {
+    /// Path to request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port; 0 or absent means the serving port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    /// `HTTP` (default) or `HTTPS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+/// A header sent by an HTTP probe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// TCP probe action.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TcpSocketAction {
+    /// Port; 0 or absent means the serving port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// Exec probe action.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExecAction {
+    /// The command to run.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// Knative's default user port when a container declares none.
+pub const DEFAULT_USER_PORT: u16 = 8080;
+
+impl Container {
+    /// The port the process serves on: `ports[0].containerPort`, else 8080.
+    pub fn user_port(&self) -> u16 {
+        self.ports
+            .first()
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .unwrap_or(DEFAULT_USER_PORT)
+    }
+
+    /// The value of an environment variable given literally.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+    }
+}
