@@ -33,7 +33,8 @@ pub const ACTIVATION_SCALE: &str = "autoscaling.knative.dev/activation-scale";
 /// Delay before scaling down.
 pub const SCALE_DOWN_DELAY: &str = "autoscaling.knative.dev/scale-down-delay";
 /// How long the last replica is kept after the revision goes idle.
-pub const SCALE_TO_ZERO_POD_RETENTION: &str = "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
+pub const SCALE_TO_ZERO_POD_RETENTION: &str =
+    "autoscaling.knative.dev/scale-to-zero-pod-retention-period";
 /// Spare capacity that keeps the activator out of the path.
 pub const TARGET_BURST_CAPACITY: &str = "autoscaling.knative.dev/target-burst-capacity";
 /// Legacy spelling of min-scale.
@@ -42,19 +43,36 @@ pub const MIN_SCALE_LEGACY: &str = "autoscaling.knative.dev/minScale";
 pub const MAX_SCALE_LEGACY: &str = "autoscaling.knative.dev/maxScale";
 
 /// Reads a whole-number annotation, honouring a legacy spelling.
-pub fn scale_value(annotations: &BTreeMap<String, String>, key: &str, legacy: Option<&str>) -> Option<Result<u32, String>> {
-    let raw = annotations.get(key).or_else(|| legacy.and_then(|l| annotations.get(l)))?;
-    Some(raw.trim().parse::<u32>().map_err(|_| format!("{raw:?} is not a whole number 0 or more")))
+pub fn scale_value(
+    annotations: &BTreeMap<String, String>,
+    key: &str,
+    legacy: Option<&str>,
+) -> Option<Result<u32, String>> {
+    let raw = annotations
+        .get(key)
+        .or_else(|| legacy.and_then(|l| annotations.get(l)))?;
+    Some(
+        raw.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{raw:?} is not a whole number 0 or more")),
+    )
 }
 
 fn number(annotations: &BTreeMap<String, String>, key: &str) -> Option<Result<f64, String>> {
     let raw = annotations.get(key)?;
-    Some(raw.trim().parse::<f64>().map_err(|_| format!("{raw:?} is not a number")))
+    Some(
+        raw.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{raw:?} is not a number")),
+    )
 }
 
 fn duration(annotations: &BTreeMap<String, String>, key: &str) -> Option<Result<Duration, String>> {
     let raw = annotations.get(key)?;
-    Some(parse_duration(raw).ok_or_else(|| format!("{raw:?} is not a duration; write it like 60s or 2m")))
+    Some(
+        parse_duration(raw)
+            .ok_or_else(|| format!("{raw:?} is not a duration; write it like 60s or 2m")),
+    )
 }
 
 /// Validates the autoscaling annotations of a revision template.
@@ -76,7 +94,12 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
     };
     if let (Some(min), Some(max)) = (min, max) {
         if max != 0 && max < min {
-            errs.push(at(MAX_SCALE), format!("max-scale={max} is less than min-scale={min}; raise it or use 0 for no limit"));
+            errs.push(
+                at(MAX_SCALE),
+                format!(
+                    "max-scale={max} is less than min-scale={min}; raise it or use 0 for no limit"
+                ),
+            );
         }
     }
     if let Some(Err(m)) = scale_value(annotations, INITIAL_SCALE, None) {
@@ -89,7 +112,10 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
     }
     if let Some(m) = annotations.get(METRIC) {
         if !matches!(m.as_str(), "concurrency" | "rps") {
-            errs.push(at(METRIC), format!("{m:?} is not supported; use concurrency or rps"));
+            errs.push(
+                at(METRIC),
+                format!("{m:?} is not supported; use concurrency or rps"),
+            );
         }
     }
     let ranges: [(&str, f64, f64); 4] = [
@@ -102,7 +128,11 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
         match number(annotations, key) {
             Some(Err(m)) => errs.push(at(key), m),
             Some(Ok(v)) if v < lo || v > hi => {
-                let range = if hi == f64::MAX { format!("at least {lo}") } else { format!("between {lo} and {hi}") };
+                let range = if hi == f64::MAX {
+                    format!("at least {lo}")
+                } else {
+                    format!("between {lo} and {hi}")
+                };
                 errs.push(at(key), format!("{v} must be {range}"));
             }
             _ => {}
@@ -110,13 +140,18 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
     }
     match number(annotations, TARGET_BURST_CAPACITY) {
         Some(Err(m)) => errs.push(at(TARGET_BURST_CAPACITY), m),
-        Some(Ok(v)) if v < 0.0 && v != -1.0 => {
-            errs.push(at(TARGET_BURST_CAPACITY), format!("{v} must be 0 or more, or exactly -1"))
-        }
+        Some(Ok(v)) if v < 0.0 && v != -1.0 => errs.push(
+            at(TARGET_BURST_CAPACITY),
+            format!("{v} must be 0 or more, or exactly -1"),
+        ),
         _ => {}
     }
     let hour = Duration::from_secs(3600);
-    for (key, lo) in [(WINDOW, Duration::from_secs(6)), (SCALE_DOWN_DELAY, Duration::ZERO), (SCALE_TO_ZERO_POD_RETENTION, Duration::ZERO)] {
+    for (key, lo) in [
+        (WINDOW, Duration::from_secs(6)),
+        (SCALE_DOWN_DELAY, Duration::ZERO),
+        (SCALE_TO_ZERO_POD_RETENTION, Duration::ZERO),
+    ] {
         match duration(annotations, key) {
             Some(Err(m)) => errs.push(at(key), m),
             Some(Ok(d)) if d < lo || d > hour => {

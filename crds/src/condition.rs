@@ -45,7 +45,11 @@ pub struct Condition {
 impl Condition {
     /// A condition that holds.
     pub fn true_(type_: &str) -> Self {
-        Self { type_: type_.to_owned(), status: ConditionStatus::True, ..Self::default() }
+        Self {
+            type_: type_.to_owned(),
+            status: ConditionStatus::True,
+            ..Self::default()
+        }
     }
 
     /// A condition that does not hold, with the reason and message.
@@ -77,7 +81,11 @@ impl Condition {
 
     /// The same condition under another type (used when propagating a child's Ready).
     pub fn retyped(&self, type_: &str) -> Self {
-        Self { type_: type_.to_owned(), last_transition_time: None, ..self.clone() }
+        Self {
+            type_: type_.to_owned(),
+            last_transition_time: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -113,10 +121,17 @@ pub fn merge(previous: &[Condition], computed: Vec<Condition>, now: &str) -> Vec
 /// set": False if any dependent is False, else Unknown if any is Unknown, else True. The
 /// reason and message come from the first dependent that is not True.
 pub fn ready_from(dependents: &[Condition]) -> Condition {
-    let failing = dependents.iter().find(|c| c.status == ConditionStatus::False);
-    let pending = dependents.iter().find(|c| c.status == ConditionStatus::Unknown);
+    let failing = dependents
+        .iter()
+        .find(|c| c.status == ConditionStatus::False);
+    let pending = dependents
+        .iter()
+        .find(|c| c.status == ConditionStatus::Unknown);
     match failing.or(pending) {
-        Some(c) => Condition { severity: None, ..c.retyped("Ready") },
+        Some(c) => Condition {
+            severity: None,
+            ..c.retyped("Ready")
+        },
         None => Condition::true_("Ready"),
     }
 }
@@ -127,8 +142,16 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(&[], vec![Condition::unknown("Ready", "Deploying", "")], "t1");
-        let same = merge(&first, vec![Condition::unknown("Ready", "Deploying", "x")], "t2");
+        let first = merge(
+            &[],
+            vec![Condition::unknown("Ready", "Deploying", "")],
+            "t1",
+        );
+        let same = merge(
+            &first,
+            vec![Condition::unknown("Ready", "Deploying", "x")],
+            "t2",
+        );
         assert_eq!(same[0].last_transition_time.as_deref(), Some("t1"));
         let flipped = merge(&same, vec![Condition::true_("Ready")], "t3");
         assert_eq!(flipped[0].last_transition_time.as_deref(), Some("t3"));
@@ -136,7 +159,11 @@ mod tests {
 
     #[test]
     fn merged_conditions_are_sorted_by_type() {
-        let out = merge(&[], vec![Condition::true_("Ready"), Condition::true_("Active")], "t");
+        let out = merge(
+            &[],
+            vec![Condition::true_("Ready"), Condition::true_("Active")],
+            "t",
+        );
         let types: Vec<_> = out.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Active", "Ready"]);
     }

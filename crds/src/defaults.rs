@@ -27,11 +27,19 @@ pub fn revision_spec(spec: &mut RevisionSpec, cfg: &DefaultsConfig) {
         spec.enable_service_links = Some(cfg.enable_service_links);
     }
     let many = spec.containers.len() > 1;
-    let serving = spec.containers.iter().position(|c| !c.ports.is_empty()).unwrap_or(0);
+    let serving = spec
+        .containers
+        .iter()
+        .position(|c| !c.ports.is_empty())
+        .unwrap_or(0);
     for (i, c) in spec.containers.iter_mut().enumerate() {
         if c.name.as_deref().is_none_or(str::is_empty) {
             let base = &cfg.container_name_template;
-            c.name = Some(if many { format!("{base}-{i}") } else { base.clone() });
+            c.name = Some(if many {
+                format!("{base}-{i}")
+            } else {
+                base.clone()
+            });
         }
         if i == serving {
             let probe = c.readiness_probe.get_or_insert_with(Probe::default);
@@ -49,7 +57,11 @@ pub fn revision_spec(spec: &mut RevisionSpec, cfg: &DefaultsConfig) {
 /// `latestRevision` defaults to "no revisionName" and a missing percent to 0.
 pub fn traffic(targets: &mut Vec<TrafficTarget>, in_service: bool) {
     if targets.is_empty() && in_service {
-        targets.push(TrafficTarget { percent: Some(100), latest_revision: Some(true), ..TrafficTarget::default() });
+        targets.push(TrafficTarget {
+            percent: Some(100),
+            latest_revision: Some(true),
+            ..TrafficTarget::default()
+        });
     }
     for t in targets {
         if t.latest_revision.is_none() {
@@ -68,7 +80,10 @@ mod tests {
 
     #[test]
     fn revision_spec_gets_knative_defaults() {
-        let mut spec = RevisionSpec { containers: vec![Container::default()], ..RevisionSpec::default() };
+        let mut spec = RevisionSpec {
+            containers: vec![Container::default()],
+            ..RevisionSpec::default()
+        };
         revision_spec(&mut spec, &DefaultsConfig::default());
         assert_eq!(spec.container_concurrency, Some(0));
         assert_eq!(spec.timeout_seconds, Some(300));
@@ -87,7 +102,10 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].percent, Some(100));
         assert_eq!(t[0].latest_revision, Some(true));
-        let mut pinned = vec![TrafficTarget { revision_name: Some("a-00001".into()), ..Default::default() }];
+        let mut pinned = vec![TrafficTarget {
+            revision_name: Some("a-00001".into()),
+            ..Default::default()
+        }];
         traffic(&mut pinned, true);
         assert_eq!(pinned[0].latest_revision, Some(false));
         assert_eq!(pinned[0].percent, Some(0));

@@ -5,8 +5,8 @@
 pub mod autoscaling;
 pub mod condition;
 pub mod config;
-pub mod crd;
 pub mod configuration;
+pub mod crd;
 pub mod defaults;
 pub mod keys;
 pub mod manifest;

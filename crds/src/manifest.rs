@@ -25,7 +25,12 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// All kinds, parents before children.
-    pub const ALL: [ObjectKind; 4] = [Self::Service, Self::Configuration, Self::Route, Self::Revision];
+    pub const ALL: [ObjectKind; 4] = [
+        Self::Service,
+        Self::Configuration,
+        Self::Route,
+        Self::Revision,
+    ];
 
     /// The `kind` field value.
     pub fn as_str(self) -> &'static str {
@@ -49,7 +54,9 @@ impl ObjectKind {
 
     /// Parses a `kind` value or an API path plural.
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == text || k.plural() == text)
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text || k.plural() == text)
     }
 }
 
@@ -153,7 +160,10 @@ impl Object {
     }
 
     /// Reads an object from JSON whose `kind` is known to be `kind`.
-    pub fn from_json(kind: ObjectKind, value: serde_json::Value) -> Result<Self, serde_json::Error> {
+    pub fn from_json(
+        kind: ObjectKind,
+        value: serde_json::Value,
+    ) -> Result<Self, serde_json::Error> {
         Ok(match kind {
             ObjectKind::Service => Self::Service(serde_json::from_value(value)?),
             ObjectKind::Configuration => Self::Configuration(serde_json::from_value(value)?),
@@ -204,7 +214,9 @@ impl Object {
             Self::Configuration(c) => {
                 validation::template(&mut errs, "spec.template", name, &c.spec.template, cfg)
             }
-            Self::Route(r) => validation::traffic(&mut errs, "spec.traffic", &r.spec.traffic, false),
+            Self::Route(r) => {
+                validation::traffic(&mut errs, "spec.traffic", &r.spec.traffic, false)
+            }
             Self::Revision(r) => validation::revision_spec(&mut errs, "spec", &r.spec, cfg),
         }
         errs.into_result(self.describe())
@@ -216,7 +228,9 @@ impl Object {
         let mut errs = Errors::default();
         let templates = match (old, self) {
             (Self::Service(o), Self::Service(n)) => Some((&o.spec.template, &n.spec.template)),
-            (Self::Configuration(o), Self::Configuration(n)) => Some((&o.spec.template, &n.spec.template)),
+            (Self::Configuration(o), Self::Configuration(n)) => {
+                Some((&o.spec.template, &n.spec.template))
+            }
             (Self::Revision(o), Self::Revision(n)) if o.spec != n.spec => {
                 errs.push("spec", "Immutable fields changed: a revision's spec never changes; change the Service or Configuration to stamp a new revision");
                 None
@@ -242,8 +256,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, ManifestError> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| ManifestError::Syntax { doc: n, message: e.to_string() })?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
+            doc: n,
+            message: e.to_string(),
+        })?;
         if value.is_null() {
             continue;
         }
@@ -253,11 +269,25 @@ pub fn parse_documents(text: &str) -> Result<Vec<Object>, ManifestError> {
 }
 
 fn parse_value(doc: usize, value: serde_yaml::Value) -> Result<Object, ManifestError> {
-    let shape = |path: &str, message: String| ManifestError::Shape { doc, path: path.to_owned(), message };
-    let field = |key: &str| value.get(key).and_then(serde_yaml::Value::as_str).map(str::to_owned);
-    let kind_text = field("kind").ok_or_else(|| shape("kind", "missing; want Service, Configuration or Route".into()))?;
-    let api_version =
-        field("apiVersion").ok_or_else(|| shape("apiVersion", format!("missing; want {API_VERSION}")))?;
+    let shape = |path: &str, message: String| ManifestError::Shape {
+        doc,
+        path: path.to_owned(),
+        message,
+    };
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(serde_yaml::Value::as_str)
+            .map(str::to_owned)
+    };
+    let kind_text = field("kind").ok_or_else(|| {
+        shape(
+            "kind",
+            "missing; want Service, Configuration or Route".into(),
+        )
+    })?;
+    let api_version = field("apiVersion")
+        .ok_or_else(|| shape("apiVersion", format!("missing; want {API_VERSION}")))?;
     let kind = ObjectKind::parse(&kind_text).filter(|k| k.as_str() == kind_text).ok_or_else(|| {
         shape("kind", format!("unknown kind {kind_text:?}; Sluice takes Service, Configuration and Route of {API_VERSION}"))
     })?;
@@ -304,14 +334,18 @@ spec:
         obj.set_defaults(&DefaultsConfig::default());
         obj.validate(&DefaultsConfig::default()).unwrap();
         assert_eq!(obj.namespace(), "default");
-        let Object::Service(s) = obj else { panic!("not a service") };
+        let Object::Service(s) = obj else {
+            panic!("not a service")
+        };
         assert_eq!(s.spec.traffic[0].percent, Some(100));
         assert_eq!(s.spec.template.spec.timeout_seconds, Some(300));
     }
 
     #[test]
     fn unknown_api_version_names_the_field() {
-        let err = parse_documents(&HELLO.replace("serving.knative.dev/v1", "serving.knative.dev/v2")).unwrap_err();
+        let err =
+            parse_documents(&HELLO.replace("serving.knative.dev/v1", "serving.knative.dev/v2"))
+                .unwrap_err();
         assert!(err.to_string().contains("apiVersion"), "{err}");
         assert!(err.to_string().contains("serving.knative.dev/v1"), "{err}");
     }
@@ -334,30 +368,51 @@ spec:
         }
         let err = obj.validate(&DefaultsConfig::default()).unwrap_err();
         let paths: Vec<_> = err.errors.iter().map(|e| e.path.as_str()).collect();
-        assert!(paths.contains(&"spec.template.spec.containers[0].ports"), "{paths:?}");
-        assert!(paths.contains(&"spec.template.spec.containerConcurrency"), "{paths:?}");
+        assert!(
+            paths.contains(&"spec.template.spec.containers[0].ports"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"spec.template.spec.containerConcurrency"),
+            "{paths:?}"
+        );
     }
 
     #[test]
     fn bad_name_and_reserved_env_are_rejected() {
-        let mut obj = service(&HELLO.replace("name: hello", "name: Hello_World").replace("name: TARGET", "name: PORT"));
+        let mut obj = service(
+            &HELLO
+                .replace("name: hello", "name: Hello_World")
+                .replace("name: TARGET", "name: PORT"),
+        );
         obj.set_defaults(&DefaultsConfig::default());
         let err = obj.validate(&DefaultsConfig::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("metadata.name"), "{text}");
-        assert!(text.contains("spec.template.spec.containers[0].env[0].name"), "{text}");
+        assert!(
+            text.contains("spec.template.spec.containers[0].env[0].name"),
+            "{text}"
+        );
     }
 
     #[test]
     fn traffic_must_sum_to_100() {
         let yaml = format!("{HELLO}  traffic:\n    - latestRevision: true\n      percent: 90\n");
-        let err = service(&yaml).validate(&DefaultsConfig::default()).unwrap_err();
-        assert_eq!(err.errors[0].to_string(), "spec.traffic: Traffic targets sum to 90, want 100");
+        let err = service(&yaml)
+            .validate(&DefaultsConfig::default())
+            .unwrap_err();
+        assert_eq!(
+            err.errors[0].to_string(),
+            "spec.traffic: Traffic targets sum to 90, want 100"
+        );
     }
 
     #[test]
     fn byo_name_must_change_with_template() {
-        let with_name = HELLO.replace("  template:\n", "  template:\n    metadata:\n      name: hello-one\n");
+        let with_name = HELLO.replace(
+            "  template:\n",
+            "  template:\n    metadata:\n      name: hello-one\n",
+        );
         let old = service(&with_name);
         let new = service(&with_name.replace("World", "Sluice"));
         let err = new.validate_update(&old).unwrap_err();

@@ -7,9 +7,17 @@ pub const MAX_LABEL: usize = 63;
 
 /// Checks a DNS-1123 label: lowercase alphanumerics and '-', alphanumeric at both ends.
 pub fn check_dns1123_label(name: &str) -> Result<(), String> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok_ends = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > MAX_LABEL || !ok_chars || !ok_ends {
         return Err(format!(
             "invalid value {name:?}: a DNS-1123 label must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters (e.g. 'my-name')"
@@ -20,7 +28,8 @@ pub fn check_dns1123_label(name: &str) -> Result<(), String> {
 
 /// Checks a DNS-1035 label: a DNS-1123 label that starts with a letter.
 pub fn check_dns1035_label(name: &str) -> Result<(), String> {
-    let ok = check_dns1123_label(name).is_ok() && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    let ok = check_dns1123_label(name).is_ok()
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
     if !ok {
         return Err(format!(
             "invalid value {name:?}: a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, end with an alphanumeric character, and be at most 63 characters (e.g. 'my-name')"
@@ -31,7 +40,10 @@ pub fn check_dns1035_label(name: &str) -> Result<(), String> {
 
 /// Checks a DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters.
 pub fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 253 || name.split('.').any(|l| check_dns1123_label(l).is_err()) {
+    if name.is_empty()
+        || name.len() > 253
+        || name.split('.').any(|l| check_dns1123_label(l).is_err())
+    {
         return Err(format!(
             "invalid value {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
         ));

@@ -74,24 +74,36 @@ pub struct RevisionStatus {
 impl RevisionSpec {
     /// The serving container (the one with a port, else the first).
     pub fn serving_container(&self) -> Option<&Container> {
-        self.containers.iter().find(|c| !c.ports.is_empty()).or_else(|| self.containers.first())
+        self.containers
+            .iter()
+            .find(|c| !c.ports.is_empty())
+            .or_else(|| self.containers.first())
     }
 
     /// `containerConcurrency`, 0 when unset.
     pub fn concurrency(&self) -> u32 {
-        self.container_concurrency.and_then(|c| u32::try_from(c).ok()).unwrap_or(0)
+        self.container_concurrency
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0)
     }
 }
 
 impl Revision {
     /// The `serving.knative.dev/configurationGeneration` label as a number.
     pub fn configuration_generation(&self) -> Option<i64> {
-        self.metadata.labels.as_ref()?.get(crate::keys::CONFIGURATION_GENERATION)?.parse().ok()
+        self.metadata
+            .labels
+            .as_ref()?
+            .get(crate::keys::CONFIGURATION_GENERATION)?
+            .parse()
+            .ok()
     }
 
     /// Whether the Ready condition is True.
     pub fn is_ready(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| crate::condition::is_ready(&s.conditions))
+        self.status
+            .as_ref()
+            .is_some_and(|s| crate::condition::is_ready(&s.conditions))
     }
 
     /// The Ready condition, if computed.

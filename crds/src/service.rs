@@ -59,6 +59,8 @@ pub struct ServiceStatus {
 impl Service {
     /// Whether the Ready condition is True.
     pub fn is_ready(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| crate::condition::is_ready(&s.conditions))
+        self.status
+            .as_ref()
+            .is_some_and(|s| crate::condition::is_ready(&s.conditions))
     }
 }

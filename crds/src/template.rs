@@ -182,6 +182,9 @@ impl Container {
 
     /// The value of an environment variable given literally.
     pub fn env_value(&self, name: &str) -> Option<&str> {
-        self.env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+        self.env
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
     }
 }

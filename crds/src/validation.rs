@@ -21,7 +21,10 @@ pub struct FieldError {
 impl FieldError {
     /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -60,7 +63,14 @@ impl Errors {
     }
 
     pub(crate) fn into_result(self, object: String) -> Result<(), ValidationError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ValidationError { object, errors: self.0 }) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError {
+                object,
+                errors: self.0,
+            })
+        }
     }
 }
 
@@ -85,16 +95,32 @@ pub(crate) fn template(
             errs.push(&p, format!("{name:?} must have prefix \"{parent}-\""));
         }
     }
-    crate::autoscaling::validate(errs, &format!("{path}.metadata.annotations"), &tpl.metadata.annotations);
+    crate::autoscaling::validate(
+        errs,
+        &format!("{path}.metadata.annotations"),
+        &tpl.metadata.annotations,
+    );
     revision_spec(errs, &format!("{path}.spec"), &tpl.spec, defaults);
 }
 
 /// Validates a revision spec against Knative's rules.
-pub(crate) fn revision_spec(errs: &mut Errors, path: &str, spec: &RevisionSpec, defaults: &DefaultsConfig) {
+pub(crate) fn revision_spec(
+    errs: &mut Errors,
+    path: &str,
+    spec: &RevisionSpec,
+    defaults: &DefaultsConfig,
+) {
     if spec.containers.is_empty() {
-        errs.push(format!("{path}.containers"), "missing: give one container to run");
+        errs.push(
+            format!("{path}.containers"),
+            "missing: give one container to run",
+        );
     }
-    let serving = spec.containers.iter().filter(|c| !c.ports.is_empty()).count();
+    let serving = spec
+        .containers
+        .iter()
+        .filter(|c| !c.ports.is_empty())
+        .count();
     if spec.containers.len() > 1 && serving != 1 {
         errs.push(
             format!("{path}.containers"),
@@ -109,16 +135,24 @@ pub(crate) fn revision_spec(errs: &mut Errors, path: &str, spec: &RevisionSpec, 
         if !(0..=max_cc).contains(&cc) {
             errs.push(
                 format!("{path}.containerConcurrency"),
-                format!("expected 0 <= {cc} <= {max_cc}; use 0 for no limit or a value up to {max_cc}"),
+                format!(
+                    "expected 0 <= {cc} <= {max_cc}; use 0 for no limit or a value up to {max_cc}"
+                ),
             );
         } else if cc == 0 && !defaults.allow_container_concurrency_zero {
-            errs.push(format!("{path}.containerConcurrency"), "0 is not allowed by config-defaults");
+            errs.push(
+                format!("{path}.containerConcurrency"),
+                "0 is not allowed by config-defaults",
+            );
         }
     }
     let max_t = defaults.max_revision_timeout_seconds;
     for (field, value) in [
         ("timeoutSeconds", spec.timeout_seconds),
-        ("responseStartTimeoutSeconds", spec.response_start_timeout_seconds),
+        (
+            "responseStartTimeoutSeconds",
+            spec.response_start_timeout_seconds,
+        ),
         ("idleTimeoutSeconds", spec.idle_timeout_seconds),
     ] {
         if let Some(t) = value {
@@ -160,7 +194,10 @@ fn container(errs: &mut Errors, path: &str, c: &Container) {
     for (i, p) in c.ports.iter().enumerate() {
         let pp = format!("{path}.ports[{i}]");
         if !(1..=65535).contains(&p.container_port) {
-            errs.push(format!("{pp}.containerPort"), format!("{} is not within 1..=65535", p.container_port));
+            errs.push(
+                format!("{pp}.containerPort"),
+                format!("{} is not within 1..=65535", p.container_port),
+            );
         } else if RESERVED_PORTS.contains(&p.container_port) {
             errs.push(
                 format!("{pp}.containerPort"),
@@ -172,21 +209,33 @@ fn container(errs: &mut Errors, path: &str, c: &Container) {
         }
         if let Some(name) = &p.name {
             if !matches!(name.as_str(), "" | "h2c" | "http1") {
-                errs.push(format!("{pp}.name"), format!("{name:?} is not allowed; use h2c, http1 or leave it empty"));
+                errs.push(
+                    format!("{pp}.name"),
+                    format!("{name:?} is not allowed; use h2c, http1 or leave it empty"),
+                );
             }
         }
         if p.host_port.is_some() {
-            errs.push(format!("{pp}.hostPort"), "hostPort is not allowed; remove it");
+            errs.push(
+                format!("{pp}.hostPort"),
+                "hostPort is not allowed; remove it",
+            );
         }
     }
     for (i, e) in c.env.iter().enumerate() {
         if RESERVED_ENV.contains(&e.name.as_str()) {
             errs.push(
                 format!("{path}.env[{i}].name"),
-                format!("{} is a reserved environment variable set by Sluice; remove it", e.name),
+                format!(
+                    "{} is a reserved environment variable set by Sluice; remove it",
+                    e.name
+                ),
             );
         } else if e.name.is_empty() {
-            errs.push(format!("{path}.env[{i}].name"), "missing: every env entry needs a name");
+            errs.push(
+                format!("{path}.env[{i}].name"),
+                "missing: every env entry needs a name",
+            );
         }
     }
 }
@@ -235,13 +284,19 @@ pub(crate) fn traffic(errs: &mut Errors, path: &str, targets: &[TrafficTarget], 
             _ => {}
         }
         if t.url.is_some() {
-            errs.push(format!("{tp}.url"), "must not be set in spec (it is reported in status)");
+            errs.push(
+                format!("{tp}.url"),
+                "must not be set in spec (it is reported in status)",
+            );
         }
         if let Some(tag) = &t.tag {
             if let Err(msg) = names::check_dns1035_label(tag) {
                 errs.push(format!("{tp}.tag"), msg);
             } else if tags.contains(&tag.as_str()) {
-                errs.push(format!("{tp}.tag"), format!("Multiple definitions for {tag:?}"));
+                errs.push(
+                    format!("{tp}.tag"),
+                    format!("Multiple definitions for {tag:?}"),
+                );
             }
             tags.push(tag);
         }

@@ -31,7 +31,9 @@ fn round_trips(obj: &Object) {
 fn helloworld_admits_and_round_trips() {
     let mut objs = load("helloworld.yaml");
     admit(&mut objs);
-    let Object::Service(svc) = &objs[0] else { panic!("want a Service") };
+    let Object::Service(svc) = &objs[0] else {
+        panic!("want a Service")
+    };
     let c = &svc.spec.template.spec.containers[0];
     assert_eq!(c.env_value("TARGET"), Some("World"));
     assert_eq!(c.user_port(), 8080);
@@ -43,10 +45,15 @@ fn helloworld_admits_and_round_trips() {
 fn traffic_split_admits_and_round_trips() {
     let mut objs = load("traffic-split.yaml");
     admit(&mut objs);
-    let Object::Service(svc) = &objs[0] else { panic!("want a Service") };
+    let Object::Service(svc) = &objs[0] else {
+        panic!("want a Service")
+    };
     let percents: Vec<_> = svc.spec.traffic.iter().map(|t| t.percent).collect();
     assert_eq!(percents, [Some(50), Some(50)]);
-    assert_eq!(svc.spec.template.metadata.name.as_deref(), Some("hello-00002"));
+    assert_eq!(
+        svc.spec.template.metadata.name.as_deref(),
+        Some("hello-00002")
+    );
     round_trips(&objs[0]);
 }
 
@@ -55,11 +62,22 @@ fn tags_and_standalone_objects_admit_and_round_trip() {
     let mut objs = load("tags.yaml");
     admit(&mut objs);
     let kinds: Vec<_> = objs.iter().map(Object::kind).collect();
-    assert_eq!(kinds, [ObjectKind::Service, ObjectKind::Configuration, ObjectKind::Route]);
-    let Object::Service(svc) = &objs[0] else { panic!("want a Service") };
+    assert_eq!(
+        kinds,
+        [
+            ObjectKind::Service,
+            ObjectKind::Configuration,
+            ObjectKind::Route
+        ]
+    );
+    let Object::Service(svc) = &objs[0] else {
+        panic!("want a Service")
+    };
     assert_eq!(svc.spec.traffic[1].tag.as_deref(), Some("latest"));
     assert_eq!(svc.spec.traffic[1].percent, Some(0));
-    let Object::Route(route) = &objs[2] else { panic!("want a Route") };
+    let Object::Route(route) = &objs[2] else {
+        panic!("want a Route")
+    };
     assert_eq!(route.spec.traffic[0].latest_revision, Some(false));
     for obj in &objs {
         round_trips(obj);

@@ -86,22 +86,31 @@ impl AutoscalerConfig {
     pub fn parse(data: &ConfigData) -> Result<Self, ConfigError> {
         let r = Reader::new(Self::NAME, data);
         let d = Self::default();
-        let mut fraction =
-            r.float("container-concurrency-target-percentage", d.container_concurrency_target_fraction * 100.0)?;
+        let mut fraction = r.float(
+            "container-concurrency-target-percentage",
+            d.container_concurrency_target_fraction * 100.0,
+        )?;
         if !(fraction > 0.0 && fraction <= 100.0) {
-            return Err(r.error("container-concurrency-target-percentage", "must be in (0, 100]"));
+            return Err(r.error(
+                "container-concurrency-target-percentage",
+                "must be in (0, 100]",
+            ));
         }
         if fraction > 1.0 {
             fraction /= 100.0;
         }
         let cfg = Self {
             container_concurrency_target_fraction: fraction,
-            container_concurrency_target_default: r
-                .float("container-concurrency-target-default", d.container_concurrency_target_default)?,
-            rps_target_default: r.float("requests-per-second-target-default", d.rps_target_default)?,
+            container_concurrency_target_default: r.float(
+                "container-concurrency-target-default",
+                d.container_concurrency_target_default,
+            )?,
+            rps_target_default: r
+                .float("requests-per-second-target-default", d.rps_target_default)?,
             target_burst_capacity: r.float("target-burst-capacity", d.target_burst_capacity)?,
             stable_window: r.duration("stable-window", d.stable_window)?,
-            panic_window_percentage: r.float("panic-window-percentage", d.panic_window_percentage)?,
+            panic_window_percentage: r
+                .float("panic-window-percentage", d.panic_window_percentage)?,
             panic_threshold_percentage: r
                 .float("panic-threshold-percentage", d.panic_threshold_percentage)?,
             max_scale_up_rate: r.float("max-scale-up-rate", d.max_scale_up_rate)?,
@@ -115,26 +124,34 @@ impl AutoscalerConfig {
             )?,
             activator_capacity: r.float("activator-capacity", d.activator_capacity)?,
             initial_scale: whole_count(&r, "initial-scale", d.initial_scale)?,
-            allow_zero_initial_scale: r.bool("allow-zero-initial-scale", d.allow_zero_initial_scale)?,
+            allow_zero_initial_scale: r
+                .bool("allow-zero-initial-scale", d.allow_zero_initial_scale)?,
             min_scale: whole_count(&r, "min-scale", d.min_scale)?,
             max_scale: whole_count(&r, "max-scale", d.max_scale)?,
             scale_down_delay: r.duration("scale-down-delay", d.scale_down_delay)?,
             max_scale_limit: whole_count(&r, "max-scale-limit", d.max_scale_limit)?,
         };
-        let check = |ok: bool, key: &str, msg: &str| if ok { Ok(()) } else { Err(r.error(key, msg)) };
+        let check =
+            |ok: bool, key: &str, msg: &str| if ok { Ok(()) } else { Err(r.error(key, msg)) };
         check(
-            cfg.container_concurrency_target_default * cfg.container_concurrency_target_fraction >= 0.01,
+            cfg.container_concurrency_target_default * cfg.container_concurrency_target_fraction
+                >= 0.01,
             "container-concurrency-target-default",
             "target × utilization must be at least 0.01",
         )?;
-        check(cfg.rps_target_default >= 0.01, "requests-per-second-target-default", "must be at least 0.01")?;
+        check(
+            cfg.rps_target_default >= 0.01,
+            "requests-per-second-target-default",
+            "must be at least 0.01",
+        )?;
         check(
             cfg.target_burst_capacity >= 0.0 || cfg.target_burst_capacity == -1.0,
             "target-burst-capacity",
             "must be 0 or more, or exactly -1",
         )?;
         check(
-            cfg.stable_window >= Duration::from_secs(6) && cfg.stable_window <= Duration::from_secs(3600),
+            cfg.stable_window >= Duration::from_secs(6)
+                && cfg.stable_window <= Duration::from_secs(3600),
             "stable-window",
             "must be between 6s and 1h",
         )?;
@@ -148,14 +165,26 @@ impl AutoscalerConfig {
             "panic-window-percentage",
             "must be between 1 and 100",
         )?;
-        check(cfg.max_scale_up_rate > 1.0, "max-scale-up-rate", "must be greater than 1")?;
-        check(cfg.max_scale_down_rate > 1.0, "max-scale-down-rate", "must be greater than 1")?;
+        check(
+            cfg.max_scale_up_rate > 1.0,
+            "max-scale-up-rate",
+            "must be greater than 1",
+        )?;
+        check(
+            cfg.max_scale_down_rate > 1.0,
+            "max-scale-down-rate",
+            "must be greater than 1",
+        )?;
         check(
             cfg.scale_to_zero_grace_period > Duration::ZERO,
             "scale-to-zero-grace-period",
             "must be greater than 0",
         )?;
-        check(cfg.activator_capacity >= 1.0, "activator-capacity", "must be at least 1")?;
+        check(
+            cfg.activator_capacity >= 1.0,
+            "activator-capacity",
+            "must be at least 1",
+        )?;
         check(
             cfg.initial_scale >= 1 || cfg.allow_zero_initial_scale,
             "initial-scale",
@@ -167,7 +196,8 @@ impl AutoscalerConfig {
             "must be 0 (unlimited) or at least min-scale",
         )?;
         check(
-            cfg.scale_down_delay <= Duration::from_secs(3600) && cfg.scale_down_delay.subsec_nanos() == 0,
+            cfg.scale_down_delay <= Duration::from_secs(3600)
+                && cfg.scale_down_delay.subsec_nanos() == 0,
             "scale-down-delay",
             "must be whole seconds, at most 1h",
         )?;
@@ -187,7 +217,10 @@ mod tests {
 
     #[test]
     fn percentage_is_stored_as_fraction() {
-        let data = ConfigData::from([("container-concurrency-target-percentage".into(), "80".into())]);
+        let data = ConfigData::from([(
+            "container-concurrency-target-percentage".into(),
+            "80".into(),
+        )]);
         let cfg = AutoscalerConfig::parse(&data).unwrap();
         assert!((cfg.container_concurrency_target_fraction - 0.8).abs() < 1e-9);
     }
@@ -195,6 +228,9 @@ mod tests {
     #[test]
     fn short_stable_window_is_rejected() {
         let data = ConfigData::from([("stable-window".into(), "2s".into())]);
-        assert_eq!(AutoscalerConfig::parse(&data).unwrap_err().key, "stable-window");
+        assert_eq!(
+            AutoscalerConfig::parse(&data).unwrap_err().key,
+            "stable-window"
+        );
     }
 }

@@ -50,23 +50,32 @@ impl DefaultsConfig {
         let r = Reader::new(Self::NAME, data);
         let d = Self::default();
         let timeout = r.int("revision-timeout-seconds", d.revision_timeout_seconds)?;
-        let max_timeout = r.int("max-revision-timeout-seconds", d.max_revision_timeout_seconds)?;
+        let max_timeout = r.int(
+            "max-revision-timeout-seconds",
+            d.max_revision_timeout_seconds,
+        )?;
         let response_start = r.int("revision-response-start-timeout-seconds", timeout)?;
         let cfg = Self {
             revision_timeout_seconds: timeout,
             max_revision_timeout_seconds: max_timeout,
             revision_response_start_timeout_seconds: response_start,
-            revision_idle_timeout_seconds: r
-                .int("revision-idle-timeout-seconds", d.revision_idle_timeout_seconds)?,
+            revision_idle_timeout_seconds: r.int(
+                "revision-idle-timeout-seconds",
+                d.revision_idle_timeout_seconds,
+            )?,
             container_name_template: r
                 .string("container-name-template")
                 .unwrap_or(&d.container_name_template)
                 .to_owned(),
             container_concurrency: r.int("container-concurrency", d.container_concurrency)?,
-            container_concurrency_max_limit: r
-                .int("container-concurrency-max-limit", d.container_concurrency_max_limit)?,
-            allow_container_concurrency_zero: r
-                .bool("allow-container-concurrency-zero", d.allow_container_concurrency_zero)?,
+            container_concurrency_max_limit: r.int(
+                "container-concurrency-max-limit",
+                d.container_concurrency_max_limit,
+            )?,
+            allow_container_concurrency_zero: r.bool(
+                "allow-container-concurrency-zero",
+                d.allow_container_concurrency_zero,
+            )?,
             enable_service_links: r.bool("enable-service-links", d.enable_service_links)?,
         };
         if cfg.revision_timeout_seconds <= 0 {
@@ -114,7 +123,10 @@ mod tests {
         let data = ConfigData::from([("revision-timeout-seconds".into(), "soon".into())]);
         let err = DefaultsConfig::parse(&data).unwrap_err();
         assert_eq!(err.key, "revision-timeout-seconds");
-        assert!(err.to_string().starts_with("config-defaults: key \"revision-timeout-seconds\""));
+        assert!(
+            err.to_string()
+                .starts_with("config-defaults: key \"revision-timeout-seconds\"")
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ impl DomainConfig {
 
     /// A config whose only entry is `domain` for every route.
     pub fn with_default(domain: &str) -> Self {
-        Self { domains: BTreeMap::from([(domain.to_owned(), BTreeMap::new())]) }
+        Self {
+            domains: BTreeMap::from([(domain.to_owned(), BTreeMap::new())]),
+        }
     }
 
     /// Parses config-domain: each key a domain, each value empty or `selector:` labels.

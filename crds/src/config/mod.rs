@@ -93,7 +93,11 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError { config_map: self.name.to_owned(), key: key.to_owned(), message: message.into() }
+        ConfigError {
+            config_map: self.name.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn string(&self, key: &str) -> Option<&'a str> {
@@ -103,14 +107,18 @@ impl<'a> Reader<'a> {
     pub(crate) fn int(&self, key: &str, default: i64) -> Result<i64, ConfigError> {
         match self.string(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| self.error(key, format!("{v:?} is not a whole number"))),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.error(key, format!("{v:?} is not a whole number"))),
         }
     }
 
     pub(crate) fn float(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
         match self.string(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| self.error(key, format!("{v:?} is not a number"))),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.error(key, format!("{v:?} is not a number"))),
         }
     }
 
@@ -129,7 +137,10 @@ impl<'a> Reader<'a> {
         match self.string(key) {
             None => Ok(default),
             Some(v) => parse_duration(v).ok_or_else(|| {
-                self.error(key, format!("{v:?} is not a duration; write it like 30s, 2m or 1h30m"))
+                self.error(
+                    key,
+                    format!("{v:?} is not a duration; write it like 30s, 2m or 1h30m"),
+                )
             }),
         }
     }
@@ -147,13 +158,17 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if number_len == 0 {
             return None;
         }
         let value: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -192,8 +207,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(name, "config-defaults");
-        assert_eq!(data.get("revision-timeout-seconds").map(String::as_str), Some("120"));
-        assert_eq!(data.get("container-concurrency").map(String::as_str), Some("4"));
+        assert_eq!(
+            data.get("revision-timeout-seconds").map(String::as_str),
+            Some("120")
+        );
+        assert_eq!(
+            data.get("container-concurrency").map(String::as_str),
+            Some("4")
+        );
         assert!(!data.contains_key("_example"));
     }
 }

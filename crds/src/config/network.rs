@@ -37,7 +37,10 @@ impl NetworkConfig {
         let r = Reader::new(Self::NAME, data);
         let d = Self::default();
         let cfg = Self {
-            domain_template: r.string("domain-template").unwrap_or(&d.domain_template).to_owned(),
+            domain_template: r
+                .string("domain-template")
+                .unwrap_or(&d.domain_template)
+                .to_owned(),
             tag_template: r
                 .string("tag-template")
                 .or_else(|| r.string("tagTemplate"))
@@ -73,7 +76,10 @@ impl NetworkConfig {
 
     /// The host of a tag of a route: the tag template, then the domain template.
     pub fn tag_host(&self, tag: &str, name: &str, namespace: &str, domain: &str) -> String {
-        let tagged = self.tag_template.replace("{{.Tag}}", tag).replace("{{.Name}}", name);
+        let tagged = self
+            .tag_template
+            .replace("{{.Tag}}", tag)
+            .replace("{{.Name}}", name);
         self.host(&tagged, namespace, domain)
     }
 }
@@ -85,7 +91,10 @@ mod tests {
     #[test]
     fn default_templates_build_knative_hosts() {
         let cfg = NetworkConfig::default();
-        assert_eq!(cfg.host("hello", "default", "localhost"), "hello.default.localhost");
+        assert_eq!(
+            cfg.host("hello", "default", "localhost"),
+            "hello.default.localhost"
+        );
         assert_eq!(
             cfg.tag_host("green", "hello", "default", "example.com"),
             "green-hello.default.example.com"
@@ -95,6 +104,9 @@ mod tests {
     #[test]
     fn template_without_name_is_rejected() {
         let data = ConfigData::from([("domain-template".into(), "{{.Namespace}}.x".into())]);
-        assert_eq!(NetworkConfig::parse(&data).unwrap_err().key, "domain-template");
+        assert_eq!(
+            NetworkConfig::parse(&data).unwrap_err().key,
+            "domain-template"
+        );
     }
 }

@@ -1,0 +1,12 @@
+//! The seams between Sluice's control plane and the machine it runs on, each with its local
+//! implementation: the object [`store`], the [`workloads`] that run revisions, and the
+//! [`routing`] snapshot the activator serves from.
+
+pub mod local;
+pub mod routing;
+pub mod store;
+pub mod workloads;
+
+pub use routing::{RevisionKey, RoutingSnapshot};
+pub use store::{Store, StoreError};
+pub use workloads::{WorkloadSpec, WorkloadStatus, Workloads};

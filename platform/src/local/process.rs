@@ -1,0 +1,132 @@
+//! Child processes of the daemon: spawned in their own process group, killed with the daemon,
+//! stopped gracefully (SIGTERM, then SIGKILL after a grace period), their output kept in a log
+//! file and its last lines in memory for failure messages.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// How many output lines are kept for failure messages.
+const TAIL_LINES: usize = 12;
+
+/// A running child process.
+pub struct Process {
+    child: Child,
+    pid: Option<Pid>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Makes `cmd` a process-group leader that dies with the daemon, with no stdin.
+#[allow(unsafe_code)]
+fn harden(cmd: &mut Command) {
+    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+impl Process {
+    /// Spawns `cmd` with its stdout and stderr appended to `log` and kept as a tail.
+    pub async fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Self> {
+        harden(&mut cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(Pid::from_raw);
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .await?;
+        let file = Arc::new(tokio::sync::Mutex::new(file));
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(pump(out, file.clone(), tail.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(pump(err, file, tail.clone())));
+        }
+        Ok(Self {
+            child,
+            pid,
+            tail,
+            readers,
+        })
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// The last lines the process wrote, after its output pipes closed (bounded wait).
+    pub async fn output_tail(&mut self) -> String {
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_millis(300), reader).await;
+        }
+        let tail = self.tail.lock().expect("tail lock poisoned");
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Sends SIGTERM to the process group, waits up to `grace`, then SIGKILLs the group.
+    pub async fn stop(&mut self, grace: Duration) {
+        if let Some(pid) = self.pid {
+            let _ = killpg(pid, Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = self.child.wait().await;
+            }
+            // Children the process left behind in its group go too.
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    file: Arc<tokio::sync::Mutex<tokio::fs::File>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        {
+            let mut f = file.lock().await;
+            let _ = f.write_all(line.as_bytes()).await;
+            let _ = f.write_all(b"\n").await;
+        }
+        let mut t = tail.lock().expect("tail lock poisoned");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+/// Knative's reason for a container that exited: `ExitCode<N>` (signals as 128 + N).
+pub fn exit_reason(status: &ExitStatus) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    (code, format!("ExitCode{code}"))
+}

@@ -1,0 +1,413 @@
+//! The local [`Workloads`]: a process supervisor. Each replica of a revision is the user's
+//! process plus its own queue-proxy process on loopback ports; the supervisor restarts crashed
+//! replicas with backoff, probes each queue-proxy for readiness, and stops replicas by
+//! draining the queue-proxy before the user process.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::ports::free_port;
+use super::process::{Process, exit_reason};
+use crate::routing::RevisionKey;
+use crate::workloads::{
+    Failure, Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
+};
+
+/// How the supervisor starts queue-proxies and where it keeps logs.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// The program that runs a queue-proxy, and its leading arguments.
+    pub queue_proxy: Vec<String>,
+    /// Directory for per-replica log files.
+    pub log_dir: PathBuf,
+    /// Grace period for a stopping process before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// The process supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    cfg: Arc<SupervisorConfig>,
+    revisions: Arc<Mutex<HashMap<RevisionKey, RevisionRun>>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+struct RevisionRun {
+    spec: WorkloadSpec,
+    replicas: Vec<ReplicaRun>,
+    next_id: u64,
+}
+
+struct ReplicaRun {
+    state: Arc<Mutex<ReplicaState>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ReplicaState {
+    ready: Option<SocketAddr>,
+    failure: Option<Failure>,
+}
+
+/// The loopback ports of one replica incarnation.
+struct Ports {
+    user: u16,
+    queue: u16,
+    admin: u16,
+}
+
+impl Supervisor {
+    /// A supervisor with no revisions.
+    pub fn new(cfg: SupervisorConfig) -> Self {
+        let (changes, _) = watch::channel(0);
+        Self {
+            cfg: Arc::new(cfg),
+            revisions: Arc::default(),
+            changes: Arc::new(changes),
+        }
+    }
+
+    fn start_replica(&self, spec: &WorkloadSpec, id: u64) -> ReplicaRun {
+        let state = Arc::new(Mutex::new(ReplicaState::default()));
+        let (stop, stopped) = oneshot::channel();
+        let replica = Replica {
+            cfg: self.cfg.clone(),
+            spec: spec.clone(),
+            pod: format!("{}-{id}", spec.key.name),
+            state: state.clone(),
+            changes: self.changes.clone(),
+        };
+        let task = tokio::spawn(replica.run(stopped));
+        ReplicaRun { state, stop, task }
+    }
+
+    /// Stops every replica of every revision (daemon shutdown).
+    pub async fn shutdown(&self) {
+        let runs: Vec<RevisionRun> = self
+            .revisions
+            .lock()
+            .expect("lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        let stops = runs.into_iter().flat_map(|r| r.replicas).map(stop_replica);
+        futures_join_all(stops).await;
+    }
+}
+
+async fn stop_replica(run: ReplicaRun) {
+    let _ = run.stop.send(());
+    let _ = run.task.await;
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+impl Workloads for Supervisor {
+    async fn ensure(&self, spec: WorkloadSpec) -> Result<(), WorkloadError> {
+        if spec.argv.is_empty() {
+            return Err(WorkloadError::Unsupported(format!(
+                "revision {}: no command to run",
+                spec.key
+            )));
+        }
+        let to_stop = {
+            let mut revisions = self.revisions.lock().expect("lock");
+            let run = revisions
+                .entry(spec.key.clone())
+                .or_insert_with(|| RevisionRun {
+                    spec: spec.clone(),
+                    replicas: Vec::new(),
+                    next_id: 1,
+                });
+            let mut to_stop = Vec::new();
+            if run.spec.argv != spec.argv
+                || run.spec.env != spec.env
+                || run.spec.working_dir != spec.working_dir
+            {
+                // Revisions are immutable, so this only happens when a name is reused after a
+                // delete: replace every replica.
+                to_stop.append(&mut run.replicas);
+            }
+            run.spec = spec.clone();
+            let want = spec.replicas as usize;
+            while run.replicas.len() > want {
+                to_stop.extend(run.replicas.pop());
+            }
+            while run.replicas.len() < want {
+                let id = run.next_id;
+                run.next_id += 1;
+                run.replicas.push(self.start_replica(&spec, id));
+            }
+            to_stop
+        };
+        self.changes.send_modify(|v| *v += 1);
+        futures_join_all(to_stop.into_iter().map(stop_replica)).await;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &RevisionKey) -> Result<(), WorkloadError> {
+        let run = self.revisions.lock().expect("lock").remove(key);
+        if let Some(run) = run {
+            self.changes.send_modify(|v| *v += 1);
+            futures_join_all(run.replicas.into_iter().map(stop_replica)).await;
+            self.changes.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
+        let revisions = self.revisions.lock().expect("lock");
+        let run = revisions.get(key)?;
+        let mut status = WorkloadStatus {
+            desired: run.spec.replicas,
+            ..WorkloadStatus::default()
+        };
+        for r in &run.replicas {
+            let s = r.state.lock().expect("lock");
+            if let Some(addr) = s.ready {
+                status.endpoints.push(addr);
+            } else if status.failure.is_none() {
+                status.failure.clone_from(&s.failure);
+            }
+        }
+        if !status.endpoints.is_empty() {
+            status.failure = None;
+        }
+        Some(status)
+    }
+
+    fn keys(&self) -> Vec<RevisionKey> {
+        self.revisions
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// One replica's life: start, probe, restart on crash, stop on request.
+struct Replica {
+    cfg: Arc<SupervisorConfig>,
+    spec: WorkloadSpec,
+    pod: String,
+    state: Arc<Mutex<ReplicaState>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+/// Why one incarnation of a replica ended.
+enum Ended {
+    Stopped,
+    Crashed,
+}
+
+impl Replica {
+    fn set(&self, f: impl FnOnce(&mut ReplicaState)) {
+        f(&mut self.state.lock().expect("lock"));
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    async fn run(self, mut stop: oneshot::Receiver<()>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.incarnation(&mut stop).await {
+                Ended::Stopped => return,
+                Ended::Crashed => {}
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    fn fail(&self, reason: String, message: String) -> Ended {
+        tracing::warn!(revision = %self.spec.key, pod = %self.pod, %reason, %message, "Replica failed.");
+        self.set(|s| {
+            s.ready = None;
+            s.failure = Some(Failure { reason, message });
+        });
+        Ended::Crashed
+    }
+
+    async fn incarnation(&self, stop: &mut oneshot::Receiver<()>) -> Ended {
+        let ports = match (free_port(), free_port(), free_port()) {
+            (Ok(user), Ok(queue), Ok(admin)) => Ports { user, queue, admin },
+            _ => return self.fail("PortsExhausted".into(), "no free loopback port".into()),
+        };
+        let log = self
+            .cfg
+            .log_dir
+            .join(format!("{}_{}.log", self.spec.key.namespace, self.pod));
+        let mut user = match Process::spawn(self.user_command(&ports), &log).await {
+            Ok(p) => p,
+            Err(e) => {
+                return self.fail(
+                    "ExecFailed".into(),
+                    format!(
+                        "Container failed with: cannot run {:?}: {e}",
+                        self.spec.argv[0]
+                    ),
+                );
+            }
+        };
+        let qp_log = self.cfg.log_dir.join(format!(
+            "{}_{}.queue-proxy.log",
+            self.spec.key.namespace, self.pod
+        ));
+        let mut queue = match Process::spawn(self.queue_command(&ports), &qp_log).await {
+            Ok(p) => p,
+            Err(e) => {
+                user.stop(self.cfg.stop_grace).await;
+                return self.fail(
+                    "QueueProxyFailed".into(),
+                    format!("cannot start the queue-proxy: {e}"),
+                );
+            }
+        };
+        let serving = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.queue));
+        // Knative's aggressive probing until ready, then a slower health check.
+        let mut period = Duration::from_millis(50);
+        let mut misses = 0u32;
+        loop {
+            tokio::select! {
+                _ = &mut *stop => {
+                    self.set(|s| s.ready = None);
+                    // Drain: the queue-proxy finishes in-flight requests, then the user process goes.
+                    queue.stop(self.spec.timeout + self.cfg.stop_grace).await;
+                    user.stop(self.cfg.stop_grace).await;
+                    return Ended::Stopped;
+                }
+                status = user.wait() => {
+                    queue.stop(self.cfg.stop_grace).await;
+                    let tail = user.output_tail().await;
+                    let (code, reason) = match status {
+                        Ok(st) => exit_reason(&st),
+                        Err(_) => (-1, "ExitCode-1".to_owned()),
+                    };
+                    let msg = if tail.is_empty() {
+                        format!("Container failed with: exit code {code}")
+                    } else {
+                        format!("Container failed with: {tail}")
+                    };
+                    return self.fail(reason, msg);
+                }
+                status = queue.wait() => {
+                    user.stop(self.cfg.stop_grace).await;
+                    let tail = queue.output_tail().await;
+                    return self.fail(
+                        "QueueProxyExited".into(),
+                        format!("queue-proxy exited ({status:?}): {tail}"),
+                    );
+                }
+                () = tokio::time::sleep(period) => {
+                    let ok = probe_queue(serving).await;
+                    let was_ready = self.state.lock().expect("lock").ready.is_some();
+                    misses = if ok { 0 } else { misses + 1 };
+                    if ok && !was_ready {
+                        self.set(|s| { s.ready = Some(serving); s.failure = None; });
+                        tracing::info!(revision = %self.spec.key, pod = %self.pod, %serving, "Replica ready.");
+                        period = Duration::from_secs(1);
+                    } else if was_ready && misses >= 3 {
+                        self.set(|s| s.ready = None);
+                        period = Duration::from_millis(50);
+                    }
+                }
+            }
+        }
+    }
+    fn user_command(&self, ports: &Ports) -> Command {
+        let spec = &self.spec;
+        let mut cmd = Command::new(&spec.argv[0]);
+        cmd.args(&spec.argv[1..]);
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        cmd.env("PORT", ports.user.to_string())
+            .env("K_SERVICE", &spec.service)
+            .env("K_CONFIGURATION", &spec.configuration)
+            .env("K_REVISION", &spec.key.name);
+        if let Some(dir) = &spec.working_dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    fn queue_command(&self, ports: &Ports) -> Command {
+        let spec = &self.spec;
+        let mut cmd = Command::new(&self.cfg.queue_proxy[0]);
+        cmd.args(&self.cfg.queue_proxy[1..]);
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+        let (probe_kind, probe_path) = match &spec.readiness {
+            Readiness::Tcp => ("tcp", String::new()),
+            Readiness::Http { path } => ("http", path.clone()),
+        };
+        cmd.env("QUEUE_SERVING_PORT", ports.queue.to_string())
+            .env("QUEUE_ADMIN_PORT", ports.admin.to_string())
+            .env("USER_PORT", ports.user.to_string())
+            .env(
+                "CONTAINER_CONCURRENCY",
+                spec.container_concurrency.to_string(),
+            )
+            .env(
+                "REVISION_TIMEOUT_SECONDS",
+                spec.timeout.as_secs().to_string(),
+            )
+            .env(
+                "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
+                secs(spec.response_start_timeout),
+            )
+            .env("REVISION_IDLE_TIMEOUT_SECONDS", secs(spec.idle_timeout))
+            .env("SERVING_NAMESPACE", &spec.key.namespace)
+            .env("SERVING_SERVICE", &spec.service)
+            .env("SERVING_CONFIGURATION", &spec.configuration)
+            .env("SERVING_REVISION", &spec.key.name)
+            .env("SERVING_POD", &self.pod)
+            .env("SERVING_READINESS_PROBE", probe_kind)
+            .env("SERVING_READINESS_PATH", probe_path);
+        cmd
+    }
+}
+
+/// Asks a queue-proxy whether its user process is ready, as Knative's activator does:
+/// `K-Network-Probe: queue`, expecting 200 and body `queue`.
+pub async fn probe_queue(addr: SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(
+                b"GET /healthz HTTP/1.1\r\nHost: queue-proxy\r\nK-Network-Probe: queue\r\nUser-Agent: Knative-Activator-Probe\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .ok()?;
+        let mut buf = Vec::with_capacity(256);
+        stream.take(4096).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        Some(text.starts_with("HTTP/1.1 200") && text.ends_with("queue"))
+    };
+    tokio::time::timeout(Duration::from_millis(300), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}

@@ -1,0 +1,78 @@
+//! The routing snapshot: everything the activator needs to route a request, computed by the
+//! control plane and handed over whole. The activator never sees objects, only snapshots.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Names one revision.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RevisionKey {
+    /// The namespace.
+    pub namespace: String,
+    /// The revision name.
+    pub name: String,
+}
+
+impl RevisionKey {
+    /// A key from its parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for RevisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Hosts to weighted revisions, and revisions to their ready endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingSnapshot {
+    /// Every served host (route hosts and tag hosts) to its traffic split.
+    pub hosts: BTreeMap<String, HostRoute>,
+    /// Every routed revision (keyed `namespace/name`) to its backends.
+    pub revisions: BTreeMap<String, RevisionBackends>,
+}
+
+/// The traffic split behind one host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostRoute {
+    /// The route serving this host, `namespace/name`.
+    pub route: String,
+    /// Revisions with their percent; percents sum to 100.
+    pub targets: Vec<WeightedTarget>,
+}
+
+/// One revision's share of a host's requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedTarget {
+    /// The revision.
+    pub revision: RevisionKey,
+    /// Its share, 1 to 100.
+    pub percent: u32,
+}
+
+/// What the activator needs to forward to a revision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RevisionBackends {
+    /// containerConcurrency (0 = unlimited).
+    pub container_concurrency: u32,
+    /// The revision's request timeout, seconds.
+    pub timeout_seconds: u64,
+    /// Ready queue-proxy addresses.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl RoutingSnapshot {
+    /// The backends of a revision, if it is routed.
+    pub fn revision(&self, key: &RevisionKey) -> Option<&RevisionBackends> {
+        self.revisions.get(&key.to_string())
+    }
+}

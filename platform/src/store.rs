@@ -1,0 +1,91 @@
+//! The object store seam: get, list, create, update, update-status and delete of Sluice's
+//! objects, with resourceVersion conflicts, and a change signal that drives reconciles.
+
+use std::future::Future;
+
+use sluice_crds::{Object, ObjectKind};
+use tokio::sync::watch;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        /// Kind of the missing object.
+        kind: ObjectKind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// Create of an object that exists.
+    #[error("{kind} {namespace}/{name} already exists")]
+    AlreadyExists {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// The caller's resourceVersion is stale: re-read and try again.
+    #[error(
+        "{kind} {namespace}/{name} was changed since it was read (resourceVersion {have}, stored {stored}); read it again and retry"
+    )]
+    Conflict {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The version the caller sent.
+        have: String,
+        /// The version stored.
+        stored: String,
+    },
+    /// The backing store failed.
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+/// Typed access to stored objects. Implementations assign `uid`, `resourceVersion`,
+/// `generation` (bumped when the spec changes) and `creationTimestamp`.
+pub trait Store: Send + Sync + 'static {
+    /// One object, if it exists.
+    fn get(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Object>, StoreError>> + Send;
+
+    /// All objects of a kind, in one namespace or all, ordered by namespace and name.
+    fn list(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Object>, StoreError>> + Send;
+
+    /// Stores a new object; fails if it exists.
+    fn create(&self, obj: Object) -> impl Future<Output = Result<Object, StoreError>> + Send;
+
+    /// Replaces metadata and spec (status is kept); checks resourceVersion when given.
+    fn update(&self, obj: Object) -> impl Future<Output = Result<Object, StoreError>> + Send;
+
+    /// Replaces status only; checks resourceVersion when given.
+    fn update_status(&self, obj: Object)
+    -> impl Future<Output = Result<Object, StoreError>> + Send;
+
+    /// Deletes an object; returns whether it existed.
+    fn delete(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A signal that changes whenever any object changes (carries the newest resourceVersion).
+    fn changes(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,101 @@
+//! The workloads seam: run a revision as N replicas, each a user process behind its own
+//! queue-proxy, and report which replicas are ready and why the others are not.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::routing::RevisionKey;
+
+/// Everything needed to run the replicas of one revision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadSpec {
+    /// The revision.
+    pub key: RevisionKey,
+    /// `K_SERVICE` (empty without a Service).
+    pub service: String,
+    /// `K_CONFIGURATION`.
+    pub configuration: String,
+    /// Program and arguments (`command` followed by `args`).
+    pub argv: Vec<String>,
+    /// Literal environment of the user process.
+    pub env: Vec<(String, String)>,
+    /// Working directory of the user process.
+    pub working_dir: Option<PathBuf>,
+    /// Replicas wanted.
+    pub replicas: u32,
+    /// containerConcurrency (0 = unlimited).
+    pub container_concurrency: u32,
+    /// Revision request timeout.
+    pub timeout: Duration,
+    /// Time allowed until the first response byte, if limited.
+    pub response_start_timeout: Option<Duration>,
+    /// Time allowed between response bytes, if limited.
+    pub idle_timeout: Option<Duration>,
+    /// How the queue-proxy decides the user process is ready.
+    pub readiness: Readiness,
+}
+
+/// A readiness check of the user process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The user port accepts a TCP connection.
+    Tcp,
+    /// GET on this path of the user port answers 2xx.
+    Http {
+        /// The path to request.
+        path: String,
+    },
+}
+
+/// The observed state of one revision's replicas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadStatus {
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Ready queue-proxy endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Why replicas are failing, while none is ready.
+    pub failure: Option<Failure>,
+}
+
+/// Why a revision's replicas fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// CamelCase reason, e.g. `ExitCode3`.
+    pub reason: String,
+    /// For humans: what happened, with the tail of the process's stderr.
+    pub message: String,
+}
+
+/// Why a workload operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The spec cannot be run on this platform.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Starting or stopping processes failed.
+    #[error("workload: {0}")]
+    Runtime(String),
+}
+
+/// Runs revisions.
+pub trait Workloads: Send + Sync + 'static {
+    /// Makes the revision's replicas match `spec` (starting or stopping replicas).
+    fn ensure(&self, spec: WorkloadSpec) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+
+    /// Stops and forgets every replica of a revision.
+    fn delete(&self, key: &RevisionKey) -> impl Future<Output = Result<(), WorkloadError>> + Send;
+
+    /// The current state of a revision's replicas, if it has a workload.
+    fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus>;
+
+    /// Every revision with a workload.
+    fn keys(&self) -> Vec<RevisionKey>;
+
+    /// A signal that changes whenever any replica changes state.
+    fn changes(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,173 @@
+//! Queue-proxy configuration, parsed once from an injectable environment source.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Where configuration values come from (the process environment, or a map in tests).
+pub trait Env {
+    /// The value of `key`, if set.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+/// How readiness of the user process is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadinessProbe {
+    /// TCP connect to the user port.
+    Tcp,
+    /// HTTP GET of this path on the user port, expecting 2xx.
+    Http(String),
+}
+
+/// A bad or missing environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("queue-proxy: environment variable {key}: {message}")]
+pub struct ConfigError {
+    key: &'static str,
+    message: String,
+}
+
+/// Everything the queue-proxy needs to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `QUEUE_SERVING_PORT`: where requests arrive.
+    pub serving_port: u16,
+    /// `QUEUE_ADMIN_PORT`: `/metrics` and `/healthz`.
+    pub admin_port: u16,
+    /// `USER_PORT`: where the user process listens.
+    pub user_port: u16,
+    /// `CONTAINER_CONCURRENCY`: 0 means unlimited.
+    pub container_concurrency: u32,
+    /// `REVISION_TIMEOUT_SECONDS`.
+    pub timeout: Duration,
+    /// `REVISION_RESPONSE_START_TIMEOUT_SECONDS` (0 = off).
+    pub response_start_timeout: Option<Duration>,
+    /// `REVISION_IDLE_TIMEOUT_SECONDS` (0 = off).
+    pub idle_timeout: Option<Duration>,
+    /// `SERVING_NAMESPACE`.
+    pub namespace: String,
+    /// `SERVING_REVISION`.
+    pub revision: String,
+    /// `SERVING_POD`.
+    pub pod: String,
+    /// `SERVING_READINESS_PROBE` (`tcp` or `http`) and `SERVING_READINESS_PATH`.
+    pub readiness: ReadinessProbe,
+}
+
+fn required<T: std::str::FromStr>(env: &impl Env, key: &'static str) -> Result<T, ConfigError> {
+    let raw = env.get(key).ok_or(ConfigError {
+        key,
+        message: "missing".into(),
+    })?;
+    raw.trim().parse().map_err(|_| ConfigError {
+        key,
+        message: format!("{raw:?} is not valid"),
+    })
+}
+
+fn optional<T: std::str::FromStr>(
+    env: &impl Env,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match env.get(key) {
+        None => Ok(default),
+        Some(raw) if raw.trim().is_empty() => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
+            key,
+            message: format!("{raw:?} is not valid"),
+        }),
+    }
+}
+
+fn seconds(value: u64) -> Option<Duration> {
+    (value > 0).then(|| Duration::from_secs(value))
+}
+
+impl Config {
+    /// Parses the configuration from `env`.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let readiness = match env.get("SERVING_READINESS_PROBE").as_deref() {
+            None | Some("") | Some("tcp") => ReadinessProbe::Tcp,
+            Some("http") => ReadinessProbe::Http(
+                env.get("SERVING_READINESS_PATH")
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/".into()),
+            ),
+            Some(other) => {
+                return Err(ConfigError {
+                    key: "SERVING_READINESS_PROBE",
+                    message: format!("{other:?} is not tcp or http"),
+                });
+            }
+        };
+        Ok(Self {
+            serving_port: optional(env, "QUEUE_SERVING_PORT", 8012)?,
+            admin_port: optional(env, "QUEUE_ADMIN_PORT", 8022)?,
+            user_port: required(env, "USER_PORT")?,
+            container_concurrency: optional(env, "CONTAINER_CONCURRENCY", 0)?,
+            timeout: Duration::from_secs(optional(env, "REVISION_TIMEOUT_SECONDS", 300)?),
+            response_start_timeout: seconds(optional(
+                env,
+                "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
+                0,
+            )?),
+            idle_timeout: seconds(optional(env, "REVISION_IDLE_TIMEOUT_SECONDS", 0)?),
+            namespace: env.get("SERVING_NAMESPACE").unwrap_or_default(),
+            revision: env.get("SERVING_REVISION").unwrap_or_default(),
+            pod: env.get("SERVING_POD").unwrap_or_default(),
+            readiness,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn knative_variables_parse() {
+        let cfg = Config::from_env(&env(&[
+            ("USER_PORT", "9000"),
+            ("CONTAINER_CONCURRENCY", "3"),
+            ("REVISION_TIMEOUT_SECONDS", "2"),
+            ("REVISION_RESPONSE_START_TIMEOUT_SECONDS", "0"),
+            ("SERVING_READINESS_PROBE", "http"),
+            ("SERVING_READINESS_PATH", "/ready"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.user_port, 9000);
+        assert_eq!(cfg.serving_port, 8012);
+        assert_eq!(cfg.container_concurrency, 3);
+        assert_eq!(cfg.timeout, Duration::from_secs(2));
+        assert_eq!(cfg.response_start_timeout, None);
+        assert_eq!(cfg.readiness, ReadinessProbe::Http("/ready".into()));
+    }
+
+    #[test]
+    fn missing_user_port_is_named() {
+        let err = Config::from_env(&env(&[])).unwrap_err();
+        assert!(err.to_string().contains("USER_PORT"), "{err}");
+    }
+}
