@@ -31,6 +31,8 @@ pub struct SupervisorConfig {
     pub log_dir: PathBuf,
     /// Grace period for a stopping process before SIGKILL.
     pub stop_grace: Duration,
+    /// How long a stopping queue-proxy keeps serving after its last request.
+    pub drain_quiet: Duration,
 }
 
 /// The process supervisor.
@@ -158,7 +160,10 @@ impl Workloads for Supervisor {
             to_stop
         };
         self.changes.send_modify(|v| *v += 1);
-        futures_join_all(to_stop.into_iter().map(stop_replica)).await;
+        // Draining can take up to the revision timeout; the caller does not wait for it.
+        if !to_stop.is_empty() {
+            tokio::spawn(futures_join_all(to_stop.into_iter().map(stop_replica)));
+        }
         Ok(())
     }
 
@@ -166,8 +171,11 @@ impl Workloads for Supervisor {
         let run = self.revisions.lock().expect("lock").remove(key);
         if let Some(run) = run {
             self.changes.send_modify(|v| *v += 1);
-            futures_join_all(run.replicas.into_iter().map(stop_replica)).await;
-            self.changes.send_modify(|v| *v += 1);
+            let changes = self.changes.clone();
+            tokio::spawn(async move {
+                futures_join_all(run.replicas.into_iter().map(stop_replica)).await;
+                changes.send_modify(|v| *v += 1);
+            });
         }
         Ok(())
     }
@@ -384,7 +392,11 @@ impl Replica {
             .env("SERVING_REVISION", &spec.key.name)
             .env("SERVING_POD", &self.pod)
             .env("SERVING_READINESS_PROBE", probe_kind)
-            .env("SERVING_READINESS_PATH", probe_path);
+            .env("SERVING_READINESS_PATH", probe_path)
+            .env(
+                "QUEUE_DRAIN_QUIET_MILLISECONDS",
+                self.cfg.drain_quiet.as_millis().to_string(),
+            );
         cmd
     }
 }

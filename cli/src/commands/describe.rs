@@ -1,0 +1,159 @@
+//! `sluice service describe`: kn's layout of a service, its revisions and conditions.
+
+use anyhow::bail;
+use sluice_crds::condition::{ConditionStatus, find};
+use sluice_crds::{Object, ObjectKind, Revision};
+
+use super::output::{self, Format};
+use super::service::local_url;
+use crate::client::Client;
+
+/// Prints a service as kn does, or as JSON/YAML.
+pub async fn service(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let Some(obj) = client.get(ObjectKind::Service, namespace, name).await? else {
+        bail!("service '{name}' not found in namespace '{namespace}'");
+    };
+    if let Some(format) = format {
+        return output::print(format, &obj.to_json());
+    }
+    let Object::Service(svc) = obj else {
+        unreachable!("asked for a service")
+    };
+    let st = svc.status.clone().unwrap_or_default();
+    let info = client.info().await?;
+    println!("Name:       {name}");
+    println!("Namespace:  {namespace}");
+    println!("Age:        {}", output::age(&svc.metadata));
+    println!(
+        "URL:        {}",
+        st.route
+            .url
+            .as_deref()
+            .map(|u| local_url(u, &info))
+            .unwrap_or_default()
+    );
+    println!();
+    let revisions: Vec<Revision> = client
+        .list(ObjectKind::Revision, Some(namespace))
+        .await?
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Revision(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| {
+            r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(sluice_crds::keys::SERVICE))
+                .map(String::as_str)
+                == Some(name)
+        })
+        .collect();
+    let latest_ready = st.configuration.latest_ready_revision_name.clone();
+    let latest_created = st.configuration.latest_created_revision_name.clone();
+    let mut shown: Vec<(String, i64, Vec<String>, bool)> = Vec::new();
+    for t in &st.route.traffic {
+        let Some(rev) = &t.revision_name else {
+            continue;
+        };
+        match shown.iter_mut().find(|s| &s.0 == rev) {
+            Some(entry) => {
+                entry.1 += t.percent.unwrap_or(0);
+                entry.2.extend(t.tag.clone());
+                entry.3 |= t.latest_revision == Some(true);
+            }
+            None => shown.push((
+                rev.clone(),
+                t.percent.unwrap_or(0),
+                t.tag.clone().into_iter().collect(),
+                t.latest_revision == Some(true),
+            )),
+        }
+    }
+    for extra in [&latest_created, &latest_ready].into_iter().flatten() {
+        if !shown.iter().any(|s| &s.0 == extra) {
+            shown.push((extra.clone(), 0, Vec::new(), false));
+        }
+    }
+    let generation = |n: &str| {
+        revisions
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(n))
+            .and_then(Revision::configuration_generation)
+            .unwrap_or(0)
+    };
+    shown.sort_by_key(|s| std::cmp::Reverse(generation(&s.0)));
+    println!("Revisions:");
+    for (rev_name, percent, tags, latest) in shown {
+        let rev = revisions
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(rev_name.as_str()));
+        let ready = rev.and_then(Revision::ready_condition).map(|c| c.status);
+        let symbol = match ready {
+            Some(ConditionStatus::True) if percent > 0 => '%',
+            Some(ConditionStatus::True) => '+',
+            Some(ConditionStatus::False) => '!',
+            _ => '?',
+        };
+        let bullet = if percent > 0 {
+            format!("{percent:3}{symbol}")
+        } else {
+            format!("   {symbol}")
+        };
+        let mut head = if latest {
+            format!("@latest ({rev_name})")
+        } else if latest_ready.as_deref() == Some(rev_name.as_str()) {
+            format!("{rev_name} (current @latest)")
+        } else if latest_created.as_deref() == Some(rev_name.as_str()) {
+            format!("{rev_name} (latest created)")
+        } else {
+            rev_name.clone()
+        };
+        for tag in &tags {
+            head.push_str(&format!(" #{tag}"));
+        }
+        let age = rev.map(|r| output::age(&r.metadata)).unwrap_or_default();
+        println!("  {bullet}  {head} [{}] ({age})", generation(&rev_name));
+        if let Some(r) = rev {
+            if ready == Some(ConditionStatus::False) {
+                let reason = r
+                    .ready_condition()
+                    .and_then(|c| c.reason.clone())
+                    .unwrap_or_default();
+                println!("        Error:     {reason}");
+            }
+            if let Some(c) = r.spec.serving_container() {
+                if let Some(image) = &c.image {
+                    println!("        Image:     {image}");
+                }
+                let command: Vec<&str> = c
+                    .command
+                    .iter()
+                    .chain(&c.args)
+                    .map(String::as_str)
+                    .collect();
+                println!("        Command:   {}", command.join(" "));
+            }
+            let rst = r.status.clone().unwrap_or_default();
+            println!(
+                "        Replicas:  {}/{}",
+                rst.actual_replicas.unwrap_or(0),
+                rst.desired_replicas.unwrap_or(0)
+            );
+        }
+    }
+    println!();
+    output::conditions_table(&st.conditions);
+    if let Some(ready) = find(&st.conditions, "Ready").filter(|c| !c.is_true()) {
+        if let Some(m) = ready.message.as_deref().filter(|m| !m.is_empty()) {
+            println!("\n  {m}");
+        }
+    }
+    Ok(())
+}

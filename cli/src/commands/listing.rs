@@ -1,0 +1,161 @@
+//! `sluice revision list` and `sluice route list`.
+
+use std::collections::BTreeMap;
+
+use sluice_crds::{Object, ObjectKind, keys};
+
+use super::output::{self, Format};
+use super::service::local_url;
+use crate::client::Client;
+
+/// Lists revisions (of one service with `service`), newest generation first.
+pub async fn revisions(
+    client: &Client,
+    namespace: &str,
+    service: Option<&str>,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let mut revs: Vec<_> = client
+        .list(ObjectKind::Revision, Some(namespace))
+        .await?
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Revision(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| {
+            service.is_none_or(|s| {
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(keys::SERVICE))
+                    .map(String::as_str)
+                    == Some(s)
+            })
+        })
+        .collect();
+    if let Some(format) = format {
+        let values = revs
+            .into_iter()
+            .map(|r| Object::Revision(r).to_json())
+            .collect();
+        return output::print(format, &output::list(values));
+    }
+    if revs.is_empty() {
+        println!("No revisions found.");
+        return Ok(());
+    }
+    // Traffic and tags come from each owning service's status.
+    let mut traffic: BTreeMap<String, (i64, Vec<String>)> = BTreeMap::new();
+    for obj in client.list(ObjectKind::Service, Some(namespace)).await? {
+        let Object::Service(svc) = obj else { continue };
+        for t in svc.status.map(|s| s.route.traffic).unwrap_or_default() {
+            let Some(rev) = t.revision_name else { continue };
+            let entry = traffic.entry(rev).or_default();
+            entry.0 += t.percent.unwrap_or(0);
+            entry.1.extend(t.tag);
+        }
+    }
+    let svc_of = |r: &sluice_crds::Revision| {
+        r.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::SERVICE))
+            .cloned()
+            .unwrap_or_default()
+    };
+    revs.sort_by_key(|r| {
+        (
+            svc_of(r),
+            std::cmp::Reverse(r.configuration_generation().unwrap_or(0)),
+        )
+    });
+    let rows: Vec<Vec<String>> = revs
+        .iter()
+        .map(|r| {
+            let name = r.metadata.name.clone().unwrap_or_default();
+            let (pct, tags) = traffic.get(&name).cloned().unwrap_or_default();
+            let (conditions, ready, reason) =
+                output::condition_columns(&r.status.clone().unwrap_or_default().conditions);
+            vec![
+                name,
+                svc_of(r),
+                if pct > 0 {
+                    format!("{pct}%")
+                } else {
+                    String::new()
+                },
+                tags.join(","),
+                r.configuration_generation()
+                    .map(|g| g.to_string())
+                    .unwrap_or_default(),
+                output::age(&r.metadata),
+                conditions,
+                ready,
+                reason,
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME",
+            "SERVICE",
+            "TRAFFIC",
+            "TAGS",
+            "GENERATION",
+            "AGE",
+            "CONDITIONS",
+            "READY",
+            "REASON",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Lists routes.
+pub async fn routes(
+    client: &Client,
+    namespace: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let routes: Vec<_> = client
+        .list(ObjectKind::Route, Some(namespace))
+        .await?
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Route(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if let Some(format) = format {
+        let values = routes
+            .into_iter()
+            .map(|r| Object::Route(r).to_json())
+            .collect();
+        return output::print(format, &output::list(values));
+    }
+    if routes.is_empty() {
+        println!("No routes found.");
+        return Ok(());
+    }
+    let info = client.info().await?;
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            let st = r.status.clone().unwrap_or_default();
+            let (_, ready, _) = output::condition_columns(&st.conditions);
+            vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                st.fields
+                    .url
+                    .as_deref()
+                    .map(|u| local_url(u, &info))
+                    .unwrap_or_default(),
+                ready,
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "URL", "READY"], &rows);
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The CLI's commands.
+
+pub mod apply;
+pub mod describe;
+pub mod listing;
+pub mod output;
+pub mod quickstart;
+pub mod service;
+pub mod wait;

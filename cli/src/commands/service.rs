@@ -1,0 +1,352 @@
+//! `sluice service create|update|list|describe|delete|wait`.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use k8s_openapi::api::core::v1::{ContainerPort, EnvVar};
+use serde_json::Value;
+use sluice_crds::template::Container;
+use sluice_crds::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec};
+
+use super::output::{self, Format};
+use super::wait;
+use crate::client::Client;
+
+/// `sluice service …`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create {
+        /// The service name.
+        name: String,
+        #[command(flatten)]
+        edit: EditFlags,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// Update a service (a template change stamps a new revision).
+    Update {
+        /// The service name.
+        name: String,
+        #[command(flatten)]
+        edit: EditFlags,
+        #[command(flatten)]
+        wait: WaitFlags,
+    },
+    /// List services.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this service.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+    /// Show a service: URL, revisions with traffic, conditions.
+    Describe {
+        /// The service name.
+        name: String,
+        /// Output format (`json`, `yaml`); the full object as stored.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+    /// Delete services (their revisions and processes go too).
+    Delete {
+        /// Service names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Wait until a service is ready.
+    Wait {
+        /// The service name.
+        name: String,
+        /// Seconds to wait before giving up.
+        #[arg(long, default_value_t = 600)]
+        wait_timeout: u64,
+    },
+}
+
+/// Flags that edit the revision template (kn's names).
+#[derive(Debug, Args, Default)]
+pub struct EditFlags {
+    /// Image to record (the local platform runs --cmd; Kubernetes pulls the image).
+    #[arg(long)]
+    image: Option<String>,
+    /// The program to run, then its leading arguments (repeatable): --cmd python3 --cmd app.py.
+    #[arg(long = "cmd", allow_hyphen_values = true)]
+    cmd: Vec<String>,
+    /// An argument for the program (repeatable).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Environment variable NAME=value (repeatable); on update NAME- removes it.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// The port the program serves on (NAME:PORT or PORT); it gets $PORT either way.
+    #[arg(short, long)]
+    port: Option<String>,
+    /// Hard limit of concurrent requests per replica (0 = no limit).
+    #[arg(long)]
+    concurrency_limit: Option<i64>,
+    /// Request timeout in seconds.
+    #[arg(long)]
+    timeout: Option<i64>,
+    /// Working directory of the program.
+    #[arg(long)]
+    working_dir: Option<String>,
+}
+
+/// `--wait` / `--no-wait`.
+#[derive(Debug, Args)]
+pub struct WaitFlags {
+    /// Do not wait for the service to become ready.
+    #[arg(long)]
+    no_wait: bool,
+    /// Seconds to wait before giving up.
+    #[arg(long, default_value_t = 600)]
+    wait_timeout: u64,
+}
+
+impl EditFlags {
+    fn any(&self) -> bool {
+        self.image.is_some()
+            || !self.cmd.is_empty()
+            || !self.args.is_empty()
+            || !self.env.is_empty()
+            || self.port.is_some()
+            || self.concurrency_limit.is_some()
+            || self.timeout.is_some()
+            || self.working_dir.is_some()
+    }
+
+    fn apply(&self, tpl: &mut RevisionTemplateSpec) -> anyhow::Result<()> {
+        if tpl.spec.containers.is_empty() {
+            tpl.spec.containers.push(Container::default());
+        }
+        let c = &mut tpl.spec.containers[0];
+        if let Some(image) = &self.image {
+            c.image = Some(image.clone());
+        }
+        if !self.cmd.is_empty() {
+            c.command.clone_from(&self.cmd);
+        }
+        if !self.args.is_empty() {
+            c.args.clone_from(&self.args);
+        }
+        for kv in &self.env {
+            if let Some(name) = kv.strip_suffix('-').filter(|n| !n.contains('=')) {
+                c.env.retain(|e| e.name != name);
+                continue;
+            }
+            let (name, value) = kv
+                .split_once('=')
+                .with_context(|| format!("--env {kv:?}: want NAME=value (or NAME- to remove)"))?;
+            c.env.retain(|e| e.name != name);
+            c.env.push(EnvVar {
+                name: name.to_owned(),
+                value: Some(value.to_owned()),
+                value_from: None,
+            });
+        }
+        if let Some(port) = &self.port {
+            let (name, number) = match port.split_once(':') {
+                Some((n, p)) => (Some(n.to_owned()), p),
+                None => (None, port.as_str()),
+            };
+            let number: i32 = number
+                .parse()
+                .with_context(|| format!("--port {port:?}: want PORT or NAME:PORT"))?;
+            c.ports = vec![ContainerPort {
+                container_port: number,
+                name,
+                ..ContainerPort::default()
+            }];
+        }
+        if let Some(dir) = &self.working_dir {
+            c.working_dir = Some(dir.clone());
+        }
+        if let Some(cc) = self.concurrency_limit {
+            tpl.spec.container_concurrency = Some(cc);
+        }
+        if let Some(t) = self.timeout {
+            tpl.spec.timeout_seconds = Some(t);
+        }
+        Ok(())
+    }
+}
+
+/// A route URL with the local HTTP port when it is not 80.
+pub fn local_url(url: &str, info: &Value) -> String {
+    match info.get("httpPort").and_then(Value::as_u64) {
+        Some(80) | None => url.to_owned(),
+        Some(port) => format!("{url}:{port}"),
+    }
+}
+
+async fn finish(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wait: &WaitFlags,
+    verb: &str,
+    before: Option<String>,
+) -> anyhow::Result<()> {
+    if wait.no_wait {
+        println!("Service '{name}' {verb} in namespace '{namespace}'.");
+        return Ok(());
+    }
+    println!();
+    let svc = wait::until_ready(
+        client,
+        namespace,
+        name,
+        Duration::from_secs(wait.wait_timeout),
+    )
+    .await?;
+    println!();
+    let status = svc.status.unwrap_or_default();
+    let latest = status
+        .configuration
+        .latest_ready_revision_name
+        .unwrap_or_default();
+    let url = local_url(
+        status.route.url.as_deref().unwrap_or_default(),
+        &client.info().await?,
+    );
+    if before.as_deref() == Some(latest.as_str()) {
+        println!(
+            "Service '{name}' with latest revision '{latest}' (unchanged) is available at URL:\n{url}"
+        );
+    } else {
+        println!(
+            "Service '{name}' {verb} to latest revision '{latest}' is available at URL:\n{url}"
+        );
+    }
+    Ok(())
+}
+
+/// Runs a `sluice service` command.
+pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCommand::Create { name, edit, wait } => {
+            if edit.image.is_none() && edit.cmd.is_empty() {
+                bail!(
+                    "'service create' requires the program to run: give --cmd (the local platform runs commands) and/or --image"
+                );
+            }
+            let mut svc = Service::new(&name, ServiceSpec::default());
+            svc.metadata.namespace = Some(namespace.to_owned());
+            edit.apply(&mut svc.spec.template)?;
+            client.apply(&Object::Service(svc), true, false).await?;
+            println!("Creating service '{name}' in namespace '{namespace}':");
+            finish(client, namespace, &name, &wait, "created", None).await
+        }
+        ServiceCommand::Update { name, edit, wait } => {
+            if !edit.any() {
+                bail!("flag(s) not set\nUsage: sluice service update NAME [flags]");
+            }
+            let Some(Object::Service(mut svc)) =
+                client.get(ObjectKind::Service, namespace, &name).await?
+            else {
+                bail!("service '{name}' not found in namespace '{namespace}'");
+            };
+            let before = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.configuration.latest_ready_revision_name.clone());
+            let generation = svc.metadata.generation;
+            edit.apply(&mut svc.spec.template)?;
+            svc.status = None;
+            let applied = client.apply(&Object::Service(svc), false, false).await?;
+            println!("Updating Service '{name}' in namespace '{namespace}':");
+            if applied.object.meta().generation == generation {
+                println!(
+                    "\nService '{name}' updated in namespace '{namespace}'.\nNo new revision has been created."
+                );
+                return Ok(());
+            }
+            finish(client, namespace, &name, &wait, "updated", before).await
+        }
+        ServiceCommand::List { name, output } => {
+            let items: Vec<Service> = client
+                .list(ObjectKind::Service, Some(namespace))
+                .await?
+                .into_iter()
+                .filter_map(|o| match o {
+                    Object::Service(s) => Some(s),
+                    _ => None,
+                })
+                .filter(|s| {
+                    name.as_deref()
+                        .is_none_or(|n| s.metadata.name.as_deref() == Some(n))
+                })
+                .collect();
+            if let Some(format) = output {
+                let values = items
+                    .iter()
+                    .map(|s| Object::Service(s.clone()).to_json())
+                    .collect();
+                return output::print(format, &output::list(values));
+            }
+            if items.is_empty() {
+                println!("No services found.");
+                return Ok(());
+            }
+            let info = client.info().await?;
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|s| {
+                    let st = s.status.clone().unwrap_or_default();
+                    let (conditions, ready, reason) = output::condition_columns(&st.conditions);
+                    vec![
+                        s.metadata.name.clone().unwrap_or_default(),
+                        st.route
+                            .url
+                            .as_deref()
+                            .map(|u| local_url(u, &info))
+                            .unwrap_or_default(),
+                        st.configuration
+                            .latest_ready_revision_name
+                            .unwrap_or_default(),
+                        output::age(&s.metadata),
+                        conditions,
+                        ready,
+                        reason,
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "NAME",
+                    "URL",
+                    "LATEST",
+                    "AGE",
+                    "CONDITIONS",
+                    "READY",
+                    "REASON",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        ServiceCommand::Describe { name, output } => {
+            super::describe::service(client, namespace, &name, output).await
+        }
+        ServiceCommand::Delete { names } => {
+            for name in names {
+                if client.delete(ObjectKind::Service, namespace, &name).await? {
+                    println!("Service '{name}' successfully deleted in namespace '{namespace}'.");
+                } else {
+                    bail!("service '{name}' not found in namespace '{namespace}'");
+                }
+            }
+            Ok(())
+        }
+        ServiceCommand::Wait { name, wait_timeout } => {
+            println!("Waiting for Service '{name}' in namespace '{namespace}':\n");
+            wait::until_ready(client, namespace, &name, Duration::from_secs(wait_timeout)).await?;
+            println!("\nService '{name}' in namespace '{namespace}' is ready.");
+            Ok(())
+        }
+    }
+}

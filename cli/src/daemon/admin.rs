@@ -1,0 +1,270 @@
+//! The admin API on the daemon's Unix socket: objects in and out as JSON, admission on every
+//! write, and the routing snapshot stream the activator follows.
+//!
+//! ```text
+//! GET    /v1/info                          domain, HTTP port, home
+//! GET    /v1/objects/{kind}[?namespace=ns] list
+//! GET    /v1/objects/{kind}/{ns}/{name}    get
+//! POST   /v1/apply[?dryRun=true]           create or replace (body: object)
+//! POST   /v1/create                        create only (body: object)
+//! DELETE /v1/objects/{kind}/{ns}/{name}    delete (children follow)
+//! GET    /v1/routing/watch                 JSON lines, one snapshot per change
+//! ```
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use sluice_crds::config::Configs;
+use sluice_crds::{Object, ObjectKind};
+use sluice_platform::local::SqliteStore;
+use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::{Store, StoreError};
+use tokio::sync::{mpsc, watch};
+
+use super::admission::admit;
+
+/// Response body of the admin API.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What the admin API serves from.
+pub struct Admin {
+    /// The object store.
+    pub store: Arc<SqliteStore>,
+    /// Current operator settings.
+    pub settings: watch::Receiver<Arc<Configs>>,
+    /// Current routing snapshot.
+    pub routing: watch::Receiver<Arc<RoutingSnapshot>>,
+    /// Who writes (for creator / lastModifier).
+    pub user: String,
+    /// `/v1/info` contents.
+    pub info: Value,
+}
+
+/// An API failure with its HTTP status.
+struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({ "message": message.into() }),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl Admin {
+    /// Serves one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let result = self.route(req).await;
+        Ok(result.unwrap_or_else(|e| json_response(e.status, &e.body)))
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let path: Vec<String> = req
+            .uri()
+            .path()
+            .trim_matches('/')
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        match (req.method().clone(), parts.as_slice()) {
+            (Method::GET, ["v1", "info"]) => Ok(json_response(StatusCode::OK, &self.info)),
+            (Method::GET, ["v1", "routing", "watch"]) => Ok(self.routing_stream()),
+            (Method::GET, ["v1", "objects", kind]) => {
+                let kind = parse_kind(kind)?;
+                let ns = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("namespace="))
+                    .filter(|n| !n.is_empty());
+                let items: Vec<Value> = self
+                    .store
+                    .list(kind, ns)
+                    .await?
+                    .iter()
+                    .map(Object::to_json)
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+            }
+            (Method::GET, ["v1", "objects", kind, ns, name]) => {
+                let kind = parse_kind(kind)?;
+                let obj = self.store.get(kind, ns, name).await?.ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{} '{name}' not found in namespace '{ns}'",
+                            kind.as_str().to_lowercase()
+                        ),
+                    )
+                })?;
+                Ok(json_response(StatusCode::OK, &obj.to_json()))
+            }
+            (Method::DELETE, ["v1", "objects", kind, ns, name]) => {
+                let kind = parse_kind(kind)?;
+                if self.store.delete(kind, ns, name).await? {
+                    Ok(json_response(StatusCode::OK, &json!({ "deleted": true })))
+                } else {
+                    Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{} '{name}' not found in namespace '{ns}'",
+                            kind.as_str().to_lowercase()
+                        ),
+                    ))
+                }
+            }
+            (Method::POST, ["v1", op @ ("apply" | "create")]) => {
+                let create_only = *op == "create";
+                let dry_run = query.split('&').any(|kv| kv == "dryRun=true");
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+                    .to_bytes();
+                let value: Value = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}"))
+                })?;
+                self.write(value, create_only, dry_run).await
+            }
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")),
+        }
+    }
+
+    async fn write(
+        &self,
+        value: Value,
+        create_only: bool,
+        dry_run: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let kind_text = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = ObjectKind::parse(kind_text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("kind: unknown kind {kind_text:?}"),
+            )
+        })?;
+        let obj = Object::from_json(kind, value)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let existing = self.store.get(kind, obj.namespace(), obj.name()).await?;
+        if create_only && existing.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "cannot create {} '{}' in namespace '{}' because it already exists; use update, or --force to replace it",
+                    kind.as_str().to_lowercase(),
+                    obj.name(),
+                    obj.namespace()
+                ),
+            ));
+        }
+        let defaults = self.settings.borrow().defaults.clone();
+        let mut admitted = admit(obj, existing.as_ref(), &defaults, &self.user).map_err(|e| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({
+                "message": e.to_string(),
+                "errors": e.errors.iter().map(|f| json!({"field": f.path, "message": f.message})).collect::<Vec<_>>(),
+            }),
+        })?;
+        if dry_run {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({ "action": "validated", "object": admitted.to_json() }),
+            ));
+        }
+        let (action, stored) = match existing {
+            None => ("created", self.store.create(admitted).await?),
+            Some(old) => {
+                admitted.meta_mut().resource_version = None;
+                let stored = self.store.update(admitted).await?;
+                let same = stored.meta().resource_version == old.meta().resource_version;
+                (if same { "unchanged" } else { "configured" }, stored)
+            }
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "action": action, "object": stored.to_json() }),
+        ))
+    }
+
+    fn routing_stream(&self) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        let mut routing = self.routing.clone();
+        tokio::spawn(async move {
+            loop {
+                let snapshot = routing.borrow_and_update().clone();
+                let mut line = serde_json::to_vec(&*snapshot).expect("snapshots serialize");
+                line.push(b'\n');
+                if tx.send(Bytes::from(line)).await.is_err() || routing.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut resp = Response::new(ChannelBody(rx).boxed());
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-ndjson"),
+        );
+        resp
+    }
+}
+
+fn parse_kind(text: &str) -> Result<ObjectKind, ApiError> {
+    ObjectKind::parse(text)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown kind {text:?}")))
+}

@@ -1,0 +1,132 @@
+//! Admission on the local platform: defaulting, Knative validation, and what this platform
+//! can run (processes, not images). Nothing is stored unless admission passes.
+
+use sluice_crds::config::DefaultsConfig;
+use sluice_crds::validation::{FieldError, ValidationError};
+use sluice_crds::{Object, keys};
+
+/// Defaults and validates an object for the local platform. `existing` is the stored object on
+/// update.
+pub fn admit(
+    mut obj: Object,
+    existing: Option<&Object>,
+    defaults: &DefaultsConfig,
+    user: &str,
+) -> Result<Object, ValidationError> {
+    if obj.kind() == sluice_crds::ObjectKind::Revision {
+        return Err(ValidationError {
+            object: obj.describe(),
+            errors: vec![FieldError::new(
+                "kind",
+                "Revisions are stamped by Configurations and cannot be applied; apply a Service or Configuration instead",
+            )],
+        });
+    }
+    obj.set_defaults(defaults);
+    obj.validate(defaults)?;
+    if let Some(old) = existing {
+        obj.validate_update(old)?;
+    }
+    local_platform_checks(&obj)?;
+    let annotations = obj
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default);
+    let creator = existing
+        .and_then(|o| o.meta().annotations.as_ref()?.get(keys::CREATOR).cloned())
+        .unwrap_or_else(|| user.to_owned());
+    annotations.insert(keys::CREATOR.to_owned(), creator);
+    annotations.insert(keys::LAST_MODIFIER.to_owned(), user.to_owned());
+    Ok(obj)
+}
+
+fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
+    let spec = match obj {
+        Object::Service(s) => &s.spec.template.spec,
+        Object::Configuration(c) => &c.spec.template.spec,
+        _ => return Ok(()),
+    };
+    let mut errors = Vec::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let path = format!("spec.template.spec.containers[{i}]");
+        if c.command.is_empty() {
+            let image = c
+                .image
+                .as_deref()
+                .map(|i| format!(" (image {i:?} cannot be pulled here)"))
+                .unwrap_or_default();
+            errors.push(FieldError::new(
+                format!("{path}.command"),
+                format!("missing: the local platform runs commands, not container images{image}; give the program to run, e.g. `command: [\"./server\"]` in YAML or `--cmd ./server` with `sluice service create`"),
+            ));
+        }
+        for (j, e) in c.env.iter().enumerate() {
+            if e.value_from.is_some() {
+                errors.push(FieldError::new(
+                    format!("{path}.env[{j}].valueFrom"),
+                    "not supported on the local platform (no config maps or secrets); give a literal value",
+                ));
+            }
+        }
+        if !c.env_from.is_empty() {
+            errors.push(FieldError::new(
+                format!("{path}.envFrom"),
+                "not supported on the local platform; list env values instead",
+            ));
+        }
+    }
+    if spec.containers.len() > 1 {
+        errors.push(FieldError::new(
+            "spec.template.spec.containers",
+            "the local platform runs one container per revision; remove the sidecars",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError {
+            object: obj.describe(),
+            errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::manifest::parse_documents;
+
+    #[test]
+    fn image_without_command_is_refused_with_a_fix() {
+        let obj = parse_documents("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      containers: [{image: ghcr.io/knative/helloworld-go}]\n").unwrap().remove(0);
+        let err = admit(obj, None, &DefaultsConfig::default(), "me").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("spec.template.spec.containers[0].command"),
+            "{text}"
+        );
+        assert!(text.contains("--cmd"), "{text}");
+    }
+
+    #[test]
+    fn creator_is_kept_and_modifier_updated() {
+        let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      containers: [{command: [hello]}]\n";
+        let first = admit(
+            parse_documents(yaml).unwrap().remove(0),
+            None,
+            &DefaultsConfig::default(),
+            "ann",
+        )
+        .unwrap();
+        let second = admit(
+            parse_documents(yaml).unwrap().remove(0),
+            Some(&first),
+            &DefaultsConfig::default(),
+            "bob",
+        )
+        .unwrap();
+        let a = second.meta().annotations.clone().unwrap();
+        assert_eq!(a[keys::CREATOR], "ann");
+        assert_eq!(a[keys::LAST_MODIFIER], "bob");
+    }
+}

@@ -1,0 +1,243 @@
+//! `sluice local up`: the local platform in one foreground process. It holds the home's lock,
+//! keeps objects in SQLite, runs the controllers, supervises replicas (each a user process plus
+//! its own queue-proxy process), runs the activator as a child process on the HTTP port, and
+//! serves the admin API on a Unix socket only its owner can use.
+
+pub mod admin;
+pub mod admission;
+pub mod settings;
+
+use std::fs::File;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener as StdTcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::json;
+use sluice_controller::Controller;
+use sluice_platform::local::process::Process;
+use sluice_platform::local::{SqliteStore, Supervisor, SupervisorConfig};
+use sluice_platform::routing::RoutingSnapshot;
+use tokio::net::UnixListener;
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+use crate::home::Home;
+
+/// Options of `sluice local up`.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The home directory.
+    pub home: Home,
+    /// Port of the activator on 127.0.0.1.
+    pub http_port: u16,
+    /// Default domain of routes.
+    pub domain: String,
+}
+
+fn user_name() -> String {
+    std::env::var("USER").unwrap_or_else(|_| format!("uid-{}", nix::unistd::getuid()))
+}
+
+/// Takes the home's lock, or explains who holds it.
+fn lock_home(home: &Home) -> anyhow::Result<Flock<File>> {
+    let path = home.lock();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)?;
+            write!(lock, "{}", std::process::id())?;
+            Ok(lock)
+        }
+        Err((_, _)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another sluice daemon (pid {}) is already running on home {}; stop it first, or pass a different --home",
+                pid.trim(),
+                home.root().display()
+            )
+        }
+    }
+}
+
+/// Runs the local platform until `shutdown` resolves. `ready` is told once the admin API and
+/// the activator are up.
+pub async fn run(
+    opts: UpOptions,
+    ready: Option<oneshot::Sender<()>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let home = &opts.home;
+    std::fs::create_dir_all(home.root())
+        .with_context(|| format!("cannot create {}", home.root().display()))?;
+    std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o700))?;
+    std::fs::create_dir_all(home.logs())?;
+    std::fs::create_dir_all(home.config())?;
+    let _lock = lock_home(home)?;
+
+    // Refuse early and clearly when the HTTP port is taken.
+    drop(
+        StdTcpListener::bind((Ipv4Addr::LOCALHOST, opts.http_port)).with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{}; is something else using it? pass --http-port",
+                opts.http_port
+            )
+        })?,
+    );
+
+    let configs = settings::load(&home.config(), &opts.domain)?;
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(configs));
+    tokio::spawn(settings::watch_files(
+        home.config(),
+        opts.domain.clone(),
+        settings_tx,
+    ));
+
+    let store = Arc::new(
+        SqliteStore::open(&home.database())
+            .with_context(|| format!("cannot open {}", home.database().display()))?,
+    );
+    let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
+    let supervisor = Arc::new(Supervisor::new(SupervisorConfig {
+        queue_proxy: vec![exe.display().to_string(), "queue-proxy".to_owned()],
+        log_dir: home.logs(),
+        stop_grace: Duration::from_secs(5),
+        drain_quiet: Duration::from_millis(300),
+    }));
+    let (routing_tx, routing_rx) = watch::channel(Arc::new(RoutingSnapshot::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let controller = Controller::new(
+        store.clone(),
+        supervisor.clone(),
+        settings_rx.clone(),
+        routing_tx,
+    );
+    let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
+
+    let socket = home.socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("cannot bind {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let admin = Arc::new(admin::Admin {
+        store: store.clone(),
+        settings: settings_rx,
+        routing: routing_rx,
+        user: user_name(),
+        info: json!({
+            "domain": opts.domain,
+            "httpPort": opts.http_port,
+            "home": home.root().display().to_string(),
+        }),
+    });
+    let admin_task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = admin.clone();
+            let svc = service_fn(move |req| admin.clone().handle(req));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+
+    let activator_task = tokio::spawn(keep_activator(
+        exe,
+        socket.clone(),
+        opts.http_port,
+        home.logs(),
+        stop_rx,
+    ));
+    wait_for_port(opts.http_port).await?;
+    eprintln!(
+        "Sluice is running: http://NAME.NAMESPACE.{}:{} (home {}). Press Ctrl-C to stop.",
+        opts.domain,
+        opts.http_port,
+        home.root().display()
+    );
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    shutdown.await;
+    eprintln!("Stopping: draining replicas.");
+    stop_tx.send_replace(true);
+    let _ = controller_task.await;
+    admin_task.abort();
+    supervisor.shutdown().await;
+    let _ = activator_task.await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!(
+        "the activator did not start listening on 127.0.0.1:{port}; see its log in the home's logs/activator.log"
+    )
+}
+
+/// Runs the activator as a child process, restarting it if it dies, until stopped.
+async fn keep_activator(
+    exe: PathBuf,
+    socket: PathBuf,
+    port: u16,
+    logs: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("activator")
+            .env("SLUICE_ROUTING_SOCKET", &socket)
+            .env("ACTIVATOR_PORT", port.to_string());
+        let mut child = match Process::spawn(cmd, &logs.join("activator.log")).await {
+            Ok(child) => child,
+            Err(error) => {
+                tracing::error!(%error, "Cannot start the activator.");
+                return;
+            }
+        };
+        let exited = tokio::select! {
+            _ = stop.wait_for(|s| *s) => None,
+            status = child.wait() => Some(status),
+        };
+        match exited {
+            None => {
+                child.stop(Duration::from_secs(5)).await;
+                return;
+            }
+            Some(status) => {
+                let tail = child.output_tail().await;
+                tracing::error!(?status, %tail, "The activator exited; restarting it.");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

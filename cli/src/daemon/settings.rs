@@ -1,0 +1,87 @@
+//! Operator settings from Knative ConfigMap files in `$SLUICE_HOME/config/`, read at start and
+//! re-read when a file changes; a bad value names the file and key and keeps the last good
+//! settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_crds::config::{
+    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, NetworkConfig,
+    parse_config_map,
+};
+use tokio::sync::watch;
+
+const FILES: [&str; 6] = [
+    "config-defaults.yaml",
+    "config-autoscaler.yaml",
+    "config-network.yaml",
+    "config-domain.yaml",
+    "config-gc.yaml",
+    "config-features.yaml",
+];
+
+/// Reads every config file under `dir`; `domain` is the default domain (`--domain`).
+pub fn load(dir: &Path, domain: &str) -> anyhow::Result<Configs> {
+    let mut data: BTreeMap<&str, ConfigData> = BTreeMap::new();
+    for file in FILES {
+        let path = dir.join(file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let (name, map) =
+            parse_config_map(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let want = file.trim_end_matches(".yaml");
+        if name != want {
+            anyhow::bail!(
+                "{}: metadata.name is {name:?}, want {want:?}",
+                path.display()
+            );
+        }
+        data.insert(file, map);
+    }
+    let get = |f: &str| data.get(f).cloned().unwrap_or_default();
+    let at = |f: &str, e: sluice_crds::config::ConfigError| {
+        anyhow::anyhow!("{}: {e}", dir.join(f).display())
+    };
+    Ok(Configs {
+        defaults: DefaultsConfig::parse(&get(FILES[0])).map_err(|e| at(FILES[0], e))?,
+        autoscaler: AutoscalerConfig::parse(&get(FILES[1])).map_err(|e| at(FILES[1], e))?,
+        network: NetworkConfig::parse(&get(FILES[2])).map_err(|e| at(FILES[2], e))?,
+        domain: DomainConfig::parse(&get(FILES[3]), domain).map_err(|e| at(FILES[3], e))?,
+    })
+}
+
+fn stamp(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>)> {
+    FILES
+        .iter()
+        .map(|f| {
+            let p = dir.join(f);
+            let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            (p, m)
+        })
+        .collect()
+}
+
+/// Re-reads the files when their modification times change, publishing good settings.
+pub async fn watch_files(dir: PathBuf, domain: String, tx: watch::Sender<Arc<Configs>>) {
+    let mut last = stamp(&dir);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp(&dir);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load(&dir, &domain) {
+            Ok(cfg) => {
+                tracing::info!("Config files changed; new settings applied.");
+                tx.send_replace(Arc::new(cfg));
+            }
+            Err(error) => {
+                tracing::error!(%error, "Config file rejected; keeping the previous settings.")
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `sluice`: run Knative Services on one machine, kn-style.
+
+mod client;
+mod commands;
+mod daemon;
+mod home;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+use crate::commands::output::Format;
+use crate::commands::service::ServiceCommand;
+use crate::daemon::UpOptions;
+use crate::home::Home;
+
+/// Sluice: revisioned HTTP services with Knative's API, scale-to-zero and traffic splitting.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    /// The local platform's home directory.
+    #[arg(long, global = true, env = "SLUICE_HOME")]
+    home: Option<PathBuf>,
+    /// The namespace.
+    #[arg(short, long, global = true, default_value = "default")]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the local platform and deploy the hello service (prints the curl line to try).
+    Quickstart {
+        #[command(flatten)]
+        up: UpArgs,
+    },
+    /// The local platform.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Create or update objects from Knative YAML (one or many documents).
+    Apply {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Wait for every Service in the file to become ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete the objects named in Knative YAML.
+    Delete {
+        /// The file, or - for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Manage services.
+    #[command(visible_aliases = ["ksvc", "services"])]
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// List revisions.
+    #[command(visible_alias = "revisions")]
+    Revision {
+        #[command(subcommand)]
+        command: RevisionCommand,
+    },
+    /// List routes.
+    #[command(visible_alias = "routes")]
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+    /// Run a queue-proxy (started by the local platform for every replica).
+    #[command(hide = true)]
+    QueueProxy,
+    /// Run the activator (started by the local platform).
+    #[command(hide = true)]
+    Activator,
+    /// Run the bundled helloworld sample (used by quickstart).
+    #[command(hide = true)]
+    ExampleHello,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Port of the front door on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Domain of route hosts: NAME.NAMESPACE.DOMAIN.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
+    /// Run the local platform in the foreground until Ctrl-C.
+    Up {
+        #[command(flatten)]
+        up: UpArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RevisionCommand {
+    /// List revisions, newest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only revisions of this service.
+        #[arg(short, long)]
+        service: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// List routes.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
+    let client = Client::new(&home);
+    let ns = cli.namespace.as_str();
+    let up = |up: UpArgs| UpOptions {
+        home: home.clone(),
+        http_port: up.http_port,
+        domain: up.domain,
+    };
+    match cli.command {
+        Command::Quickstart { up: args } => {
+            init_logging();
+            commands::quickstart::run(up(args)).await
+        }
+        Command::Local {
+            command: LocalCommand::Up { up: args },
+        } => {
+            init_logging();
+            daemon::run(up(args), None, sluice_queue_proxy::terminate_signal()).await
+        }
+        Command::Apply { file, wait } => commands::apply::apply(&client, ns, &file, wait).await,
+        Command::Delete { file } => commands::apply::delete(&client, ns, &file).await,
+        Command::Service { command } => commands::service::run(&client, ns, command).await,
+        Command::Revision {
+            command: RevisionCommand::List { service, output },
+        } => commands::listing::revisions(&client, ns, service.as_deref(), output).await,
+        Command::Route {
+            command: RouteCommand::List { output },
+        } => commands::listing::routes(&client, ns, output).await,
+        Command::QueueProxy | Command::Activator | Command::ExampleHello => {
+            unreachable!("dispatched before the runtime starts")
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // These run their own runtimes, exactly as their standalone binaries do.
+    match cli.command {
+        Command::QueueProxy => return sluice_queue_proxy::main_from_env(),
+        Command::Activator => return sluice_activator::main_from_env(),
+        Command::ExampleHello => return hello::main_from_env(),
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The driver: reads objects through the [`Store`], calls the pure reconcilers, writes back
+//! only what changed, keeps workloads in step with revisions, and publishes the routing
+//! snapshot. Level-triggered: any change to objects, replicas or config runs a full pass.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_crds::config::Configs;
+use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::{Store, StoreError, Workloads};
+use tokio::sync::watch;
+
+use crate::meta::controller_of;
+use crate::{configuration, revision, route, routing, service};
+
+/// The time written into condition transitions.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Operator settings the controllers read.
+pub type Settings = Configs;
+
+/// Runs the reconcilers over a store and a workload runner.
+pub struct Controller<S, W> {
+    store: Arc<S>,
+    workloads: Arc<W>,
+    settings: watch::Receiver<Arc<Settings>>,
+    snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+}
+
+macro_rules! typed {
+    ($objs:expr, $variant:ident) => {
+        $objs
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::$variant(x) => Some(x),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
+fn same_metadata(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    a.labels == b.labels
+        && a.annotations == b.annotations
+        && a.owner_references == b.owner_references
+}
+
+impl<S: Store, W: Workloads> Controller<S, W> {
+    /// A controller publishing routing snapshots to `snapshot`.
+    pub fn new(
+        store: Arc<S>,
+        workloads: Arc<W>,
+        settings: watch::Receiver<Arc<Settings>>,
+        snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+    ) -> Self {
+        Self {
+            store,
+            workloads,
+            settings,
+            snapshot,
+        }
+    }
+
+    /// Reconciles until `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut store_changes = self.store.changes();
+        let mut workload_changes = self.workloads.changes();
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.reconcile_all().await {
+                tracing::warn!(%error, "Reconcile pass failed; retrying.");
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = store_changes.changed() => {}
+                _ = workload_changes.changed() => {}
+                _ = self.settings.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            // Coalesce a burst of changes into one pass.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            store_changes.mark_unchanged();
+            workload_changes.mark_unchanged();
+        }
+    }
+
+    /// One full pass over every object.
+    pub async fn reconcile_all(&self) -> Result<(), StoreError> {
+        let settings = self.settings.borrow().clone();
+        let services: Vec<Service> =
+            typed!(self.store.list(ObjectKind::Service, None).await?, Service);
+        self.sync_service_children(&services).await?;
+        self.collect_garbage(&services).await?;
+
+        let configs: Vec<Configuration> = typed!(
+            self.store.list(ObjectKind::Configuration, None).await?,
+            Configuration
+        );
+        let mut revisions: Vec<Revision> =
+            typed!(self.store.list(ObjectKind::Revision, None).await?, Revision);
+        for cfg in &configs {
+            let want = configuration::desired_revision(cfg);
+            let exists = revisions.iter().any(|r| {
+                r.metadata.name == want.metadata.name
+                    && r.metadata.namespace == want.metadata.namespace
+            });
+            if !exists {
+                tracing::info!(
+                    revision = want.metadata.name.as_deref().unwrap_or(""),
+                    "Creating revision."
+                );
+                match self.store.create(Object::Revision(want)).await? {
+                    Object::Revision(r) => revisions.push(r),
+                    _ => unreachable!("store returns the kind it was given"),
+                }
+            }
+        }
+
+        // Revisions: workloads in step, status from what they report.
+        let live: HashSet<_> = revisions.iter().map(revision::key).collect();
+        for key in self.workloads.keys() {
+            if !live.contains(&key) {
+                let _ = self.workloads.delete(&key).await;
+            }
+        }
+        for rev in &mut revisions {
+            let spec = revision::workload_spec(rev, revision::replicas(rev, &settings.autoscaler));
+            let key = spec.key.clone();
+            let current = self.workloads.status(&key);
+            if current.as_ref().is_none_or(|s| s.desired != spec.replicas) {
+                if let Err(error) = self.workloads.ensure(spec).await {
+                    tracing::warn!(revision = %key, %error, "Cannot run revision.");
+                }
+            }
+            let status = revision::status(rev, self.workloads.status(&key).as_ref());
+            if rev.status.as_ref() != Some(&status) {
+                rev.status = Some(status);
+                self.store
+                    .update_status(Object::Revision(rev.clone()))
+                    .await?;
+            }
+        }
+
+        let mut configs = configs;
+        for cfg in &mut configs {
+            let status = configuration::status(cfg, &revisions);
+            if cfg.status.as_ref() != Some(&status) {
+                cfg.status = Some(status);
+                self.store
+                    .update_status(Object::Configuration(cfg.clone()))
+                    .await?;
+            }
+        }
+
+        let mut routes: Vec<Route> = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
+        for rt in &mut routes {
+            let domain = settings
+                .domain
+                .domain_for(&crate::meta::labels(&rt.metadata))
+                .to_owned();
+            let status = route::status(rt, &configs, &revisions, &settings.network, &domain);
+            if rt.status.as_ref() != Some(&status) {
+                rt.status = Some(status);
+                self.store.update_status(Object::Route(rt.clone())).await?;
+            }
+        }
+
+        for svc in &services {
+            let (ns, name) = (
+                svc.metadata.namespace.as_deref(),
+                svc.metadata.name.as_deref(),
+            );
+            let cfg = configs.iter().find(|c| {
+                c.metadata.namespace.as_deref() == ns && c.metadata.name.as_deref() == name
+            });
+            let rt = routes.iter().find(|r| {
+                r.metadata.namespace.as_deref() == ns && r.metadata.name.as_deref() == name
+            });
+            let status = service::status(svc, cfg, rt);
+            if svc.status.as_ref() != Some(&status) {
+                let mut next = svc.clone();
+                next.status = Some(status);
+                self.store.update_status(Object::Service(next)).await?;
+            }
+        }
+
+        let snapshot = routing::snapshot(&routes, &revisions, |key| {
+            self.workloads
+                .status(key)
+                .map(|s| s.endpoints)
+                .unwrap_or_default()
+        });
+        self.snapshot.send_if_modified(|current| {
+            if **current == snapshot {
+                return false;
+            }
+            *current = Arc::new(snapshot);
+            true
+        });
+        Ok(())
+    }
+
+    async fn sync_service_children(&self, services: &[Service]) -> Result<(), StoreError> {
+        for svc in services {
+            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            let want = service::desired_configuration(svc);
+            match self.store.get(ObjectKind::Configuration, ns, name).await? {
+                None => {
+                    self.store.create(Object::Configuration(want)).await?;
+                }
+                Some(Object::Configuration(have))
+                    if have.spec != want.spec || !same_metadata(&have.metadata, &want.metadata) =>
+                {
+                    let mut next = want;
+                    next.metadata.resource_version = have.metadata.resource_version;
+                    self.store.update(Object::Configuration(next)).await?;
+                }
+                Some(_) => {}
+            }
+            let want = service::desired_route(svc);
+            match self.store.get(ObjectKind::Route, ns, name).await? {
+                None => {
+                    self.store.create(Object::Route(want)).await?;
+                }
+                Some(Object::Route(have))
+                    if have.spec != want.spec || !same_metadata(&have.metadata, &want.metadata) =>
+                {
+                    let mut next = want;
+                    next.metadata.resource_version = have.metadata.resource_version;
+                    self.store.update(Object::Route(next)).await?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes objects whose controlling owner is gone (Kubernetes' garbage collector).
+    async fn collect_garbage(&self, services: &[Service]) -> Result<(), StoreError> {
+        let svc_names: HashSet<(String, String)> = services
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let mut configs_left = HashSet::new();
+        for kind in [ObjectKind::Configuration, ObjectKind::Route] {
+            for obj in self.store.list(kind, None).await? {
+                let ns = obj.namespace().to_owned();
+                let orphan = matches!(controller_of(obj.meta()), Some(("Service", owner)) if !svc_names.contains(&(ns.clone(), owner.to_owned())));
+                if orphan {
+                    tracing::info!(object = %obj.describe(), "Deleting: its Service is gone.");
+                    self.store.delete(kind, &ns, obj.name()).await?;
+                } else if kind == ObjectKind::Configuration {
+                    configs_left.insert((ns, obj.name().to_owned()));
+                }
+            }
+        }
+        for obj in self.store.list(ObjectKind::Revision, None).await? {
+            let ns = obj.namespace().to_owned();
+            let orphan = matches!(controller_of(obj.meta()), Some(("Configuration", owner)) if !configs_left.contains(&(ns.clone(), owner.to_owned())));
+            if orphan {
+                tracing::info!(object = %obj.describe(), "Deleting: its Configuration is gone.");
+                self.store
+                    .delete(ObjectKind::Revision, &ns, obj.name())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

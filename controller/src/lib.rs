@@ -1,0 +1,13 @@
+//! Sluice's controllers. Each reconciler is a pure function from observed objects to desired
+//! objects and status ([`service`], [`configuration`], [`revision`], [`route`], [`routing`]),
+//! unit-tested without I/O; the [`driver`] reads and writes through the platform seams.
+
+pub mod configuration;
+pub mod driver;
+pub mod meta;
+pub mod revision;
+pub mod route;
+pub mod routing;
+pub mod service;
+
+pub use driver::{Controller, Settings};

@@ -1,0 +1,227 @@
+//! Revision → the workload that runs it, and its status from what the workload reports.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_autoscaler::ScaleBounds;
+use sluice_crds::condition::{self, Condition};
+use sluice_crds::config::AutoscalerConfig;
+use sluice_crds::{Revision, RevisionStatus, keys};
+use sluice_platform::RevisionKey;
+use sluice_platform::workloads::{Readiness, WorkloadSpec, WorkloadStatus};
+
+use crate::meta::{annotations, label};
+
+/// The key of a revision.
+pub fn key(rev: &Revision) -> RevisionKey {
+    RevisionKey::new(
+        rev.metadata.namespace.as_deref().unwrap_or("default"),
+        rev.metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The workload that runs a revision at `replicas`.
+pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
+    let spec = &rev.spec;
+    let container = spec.serving_container().cloned().unwrap_or_default();
+    let argv = container
+        .command
+        .iter()
+        .chain(&container.args)
+        .cloned()
+        .collect();
+    let env = container
+        .env
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    let readiness = match container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+    {
+        Some(get) => Readiness::Http {
+            path: get.path.clone().unwrap_or_else(|| "/".into()),
+        },
+        None => Readiness::Tcp,
+    };
+    let secs = |s: Option<i64>| {
+        s.filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s.unsigned_abs()))
+    };
+    WorkloadSpec {
+        key: key(rev),
+        service: label(&rev.metadata, keys::SERVICE)
+            .unwrap_or_default()
+            .to_owned(),
+        configuration: label(&rev.metadata, keys::CONFIGURATION)
+            .unwrap_or_default()
+            .to_owned(),
+        argv,
+        env,
+        working_dir: container.working_dir.map(PathBuf::from),
+        replicas,
+        container_concurrency: spec.concurrency(),
+        timeout: secs(spec.timeout_seconds).unwrap_or(Duration::from_secs(300)),
+        response_start_timeout: secs(spec.response_start_timeout_seconds),
+        idle_timeout: secs(spec.idle_timeout_seconds),
+        readiness,
+    }
+}
+
+/// The replicas a revision runs: its initial scale within its bounds.
+pub fn replicas(rev: &Revision, cfg: &AutoscalerConfig) -> u32 {
+    ScaleBounds::resolve(&annotations(&rev.metadata), cfg).initial_replicas()
+}
+
+/// The revision's status from its workload: Ready once a replica is ready, False with the
+/// exit code and output tail while replicas crash, Active while replicas run.
+pub fn status(rev: &Revision, observed: Option<&WorkloadStatus>) -> RevisionStatus {
+    let deploying = |t: &str| Condition::unknown(t, "Deploying", "");
+    let (resources, healthy, active, actual, desired) = match observed {
+        None => (
+            deploying("ResourcesAvailable"),
+            deploying("ContainerHealthy"),
+            Condition::unknown("Active", "Deploying", ""),
+            0,
+            None,
+        ),
+        Some(w) => {
+            let ready = i32::try_from(w.endpoints.len()).unwrap_or(i32::MAX);
+            let desired = i32::try_from(w.desired).ok();
+            if ready > 0 {
+                (
+                    Condition::true_("ResourcesAvailable"),
+                    Condition::true_("ContainerHealthy"),
+                    Condition::true_("Active"),
+                    ready,
+                    desired,
+                )
+            } else if let Some(f) = &w.failure {
+                (
+                    Condition::false_("ResourcesAvailable", &f.reason, f.message.clone()),
+                    Condition::false_("ContainerHealthy", &f.reason, f.message.clone()),
+                    Condition::unknown(
+                        "Active",
+                        "Queued",
+                        "Requests to the target are being buffered as resources are provisioned.",
+                    ),
+                    0,
+                    desired,
+                )
+            } else if w.desired == 0 {
+                let inactive = Condition::false_(
+                    "Active",
+                    "NoTraffic",
+                    "The target is not receiving traffic.",
+                );
+                (
+                    Condition::true_("ResourcesAvailable"),
+                    Condition::true_("ContainerHealthy"),
+                    inactive,
+                    0,
+                    desired,
+                )
+            } else {
+                (
+                    deploying("ResourcesAvailable"),
+                    deploying("ContainerHealthy"),
+                    Condition::unknown(
+                        "Active",
+                        "Queued",
+                        "Requests to the target are being buffered as resources are provisioned.",
+                    ),
+                    0,
+                    desired,
+                )
+            }
+        }
+    };
+    let ready = condition::ready_from(&[resources.clone(), healthy.clone()]);
+    let previous = rev
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    RevisionStatus {
+        observed_generation: rev.metadata.generation,
+        conditions: condition::merge(
+            previous,
+            vec![active, healthy, resources, ready],
+            &crate::driver::now(),
+        ),
+        log_url: None,
+        actual_replicas: Some(actual),
+        desired_replicas: desired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::RevisionSpec;
+    use sluice_crds::template::Container;
+    use sluice_platform::workloads::Failure;
+
+    fn rev() -> Revision {
+        let container = Container {
+            command: vec!["app".into()],
+            args: vec!["--x".into()],
+            ..Default::default()
+        };
+        let mut r = Revision::new(
+            "hello-00001",
+            RevisionSpec {
+                containers: vec![container],
+                container_concurrency: Some(1),
+                timeout_seconds: Some(2),
+                ..Default::default()
+            },
+        );
+        r.metadata.namespace = Some("default".into());
+        r.metadata.labels = Some(
+            [
+                (keys::SERVICE.to_owned(), "hello".to_owned()),
+                (keys::CONFIGURATION.to_owned(), "hello".to_owned()),
+            ]
+            .into(),
+        );
+        r
+    }
+
+    #[test]
+    fn workload_runs_command_and_args_with_limits() {
+        let w = workload_spec(&rev(), 1);
+        assert_eq!(w.argv, ["app", "--x"]);
+        assert_eq!(w.service, "hello");
+        assert_eq!(w.container_concurrency, 1);
+        assert_eq!(w.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn crash_gives_exit_code_reason_and_ready_replica_clears_it() {
+        let failing = WorkloadStatus {
+            desired: 1,
+            endpoints: vec![],
+            failure: Some(Failure {
+                reason: "ExitCode3".into(),
+                message: "Container failed with: boom".into(),
+            }),
+        };
+        let st = status(&rev(), Some(&failing));
+        let ready = condition::find(&st.conditions, "Ready").unwrap();
+        assert_eq!(ready.reason.as_deref(), Some("ExitCode3"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("Container failed with: boom")
+        );
+        let ok = WorkloadStatus {
+            desired: 1,
+            endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+            failure: None,
+        };
+        let st = status(&rev(), Some(&ok));
+        assert!(condition::is_ready(&st.conditions));
+        assert_eq!(st.actual_replicas, Some(1));
+    }
+}

@@ -1,0 +1,136 @@
+//! The routing snapshot from routes' resolved traffic and revisions' ready endpoints.
+
+use std::net::SocketAddr;
+
+use sluice_crds::{Revision, Route};
+use sluice_platform::RevisionKey;
+use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
+
+use crate::route::consolidate;
+
+fn host_of(url: &str) -> &str {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+}
+
+/// Builds the snapshot: each route's main host gets its consolidated split, each tag host 100%
+/// of its revision; every routed revision gets its ready endpoints from `endpoints`.
+pub fn snapshot(
+    routes: &[Route],
+    revisions: &[Revision],
+    endpoints: impl Fn(&RevisionKey) -> Vec<SocketAddr>,
+) -> RoutingSnapshot {
+    let mut snap = RoutingSnapshot::default();
+    for route in routes {
+        let Some(status) = &route.status else {
+            continue;
+        };
+        let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
+        let route_key = format!(
+            "{namespace}/{}",
+            route.metadata.name.as_deref().unwrap_or_default()
+        );
+        let key = |rev: &str| RevisionKey::new(namespace, rev);
+        let mut hosts: Vec<(String, Vec<WeightedTarget>)> = Vec::new();
+        if let Some(url) = &status.fields.url {
+            let targets = consolidate(&status.fields.traffic)
+                .into_iter()
+                .map(|(rev, percent)| WeightedTarget {
+                    revision: key(&rev),
+                    percent,
+                })
+                .collect();
+            hosts.push((host_of(url).to_owned(), targets));
+        }
+        for t in &status.fields.traffic {
+            if let (Some(url), Some(rev)) = (&t.url, &t.revision_name) {
+                hosts.push((
+                    host_of(url).to_owned(),
+                    vec![WeightedTarget {
+                        revision: key(rev),
+                        percent: 100,
+                    }],
+                ));
+            }
+        }
+        for (host, targets) in hosts {
+            for t in &targets {
+                let Some(rev) = revisions.iter().find(|r| {
+                    r.metadata.name.as_deref() == Some(t.revision.name.as_str())
+                        && r.metadata.namespace.as_deref() == Some(namespace)
+                }) else {
+                    continue;
+                };
+                snap.revisions
+                    .entry(t.revision.to_string())
+                    .or_insert_with(|| RevisionBackends {
+                        container_concurrency: rev.spec.concurrency(),
+                        timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
+                        endpoints: endpoints(&t.revision),
+                    });
+            }
+            snap.hosts.insert(
+                host,
+                HostRoute {
+                    route: route_key.clone(),
+                    targets,
+                },
+            );
+        }
+    }
+    snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::route::RouteStatusFields;
+    use sluice_crds::{RevisionSpec, RouteSpec, RouteStatus, TrafficTarget};
+
+    #[test]
+    fn main_and_tag_hosts_with_endpoints() {
+        let mut route = Route::new("hello", RouteSpec::default());
+        route.metadata.namespace = Some("default".into());
+        let t = |rev: &str, pct, tag: Option<&str>| TrafficTarget {
+            revision_name: Some(rev.into()),
+            percent: Some(pct),
+            url: tag.map(|tag| format!("http://{tag}-hello.default.localhost")),
+            tag: tag.map(Into::into),
+            ..Default::default()
+        };
+        route.status = Some(RouteStatus {
+            fields: RouteStatusFields {
+                url: Some("http://hello.default.localhost".into()),
+                traffic: vec![t("a", 90, None), t("b", 10, Some("canary"))],
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let revs: Vec<Revision> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let mut r = Revision::new(n, RevisionSpec::default());
+                r.metadata.namespace = Some("default".into());
+                r
+            })
+            .collect();
+        let snap = snapshot(&[route], &revs, |k| {
+            if k.name == "a" {
+                vec!["127.0.0.1:9".parse().unwrap()]
+            } else {
+                vec![]
+            }
+        });
+        let main = &snap.hosts["hello.default.localhost"];
+        assert_eq!(main.targets.iter().map(|t| t.percent).sum::<u32>(), 100);
+        assert_eq!(
+            snap.hosts["canary-hello.default.localhost"].targets[0].percent,
+            100
+        );
+        assert_eq!(snap.revisions["default/a"].endpoints.len(), 1);
+        assert!(snap.revisions["default/b"].endpoints.is_empty());
+    }
+}
