@@ -1,0 +1,169 @@
+//! Lifecycle: failures reported, crashes survived, deletes complete, one daemon per home.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Platform, processes_with, service_yaml, sluice_bin};
+
+#[test]
+fn crashing_process_reports_exit_code_and_output() {
+    let p = Platform::start();
+    let out = p.sluice(&[
+        "service",
+        "create",
+        "boom",
+        "--cmd",
+        "sh",
+        "--arg",
+        "-c",
+        "--arg",
+        "echo 'fatal: no database' >&2; exit 3",
+    ]);
+    assert!(
+        !out.status.success(),
+        "create should fail while the revision fails"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("RevisionFailed"), "{stderr}");
+    assert!(stderr.contains("fatal: no database"), "{stderr}");
+    let revs: serde_json::Value =
+        serde_json::from_str(&p.ok(&["revision", "list", "-o", "json"])).unwrap();
+    let ready = revs["items"][0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ExitCode3");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("fatal: no database"),
+        "{ready}"
+    );
+}
+
+#[test]
+fn kill9_of_the_daemon_then_restart_brings_services_back() {
+    let mut p = Platform::start();
+    assert!(
+        p.apply(&service_yaml("one", "env", "m-crash-1", "a", ""))
+            .status
+            .success()
+    );
+    assert!(
+        p.apply(&service_yaml("two", "env", "m-crash-2", "b", ""))
+            .status
+            .success()
+    );
+    assert!(
+        p.apply(&service_yaml("two", "env", "m-crash-2", "c", ""))
+            .status
+            .success()
+    );
+    p.eventually(Duration::from_secs(15), "both ready", || {
+        p.is_ready("one")
+            && p.is_ready("two")
+            && p.service_json("two")["status"]["latestReadyRevisionName"] == "two-00002"
+    });
+    let before = p.ok(&["revision", "list", "-o", "json"]);
+    let names = |json: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    p.kill9();
+    assert!(
+        processes_with("m-crash-1").is_empty(),
+        "user process survived kill -9 of its daemon"
+    );
+    p.up();
+    p.eventually(
+        Duration::from_secs(15),
+        "services answer after restart",
+        || {
+            p.get("one.default.localhost", "/").0 == 200
+                && p.get("two.default.localhost", "/").1.contains("TARGET=c\n")
+        },
+    );
+    assert!(p.is_ready("one") && p.is_ready("two"));
+    assert_eq!(
+        names(&p.ok(&["revision", "list", "-o", "json"])),
+        names(&before)
+    );
+}
+
+#[test]
+fn delete_leaves_no_process_behind() {
+    let p = Platform::start();
+    let yaml = service_yaml("gone", "env", "m-delete-marker", "x", "");
+    assert!(p.apply(&yaml).status.success());
+    p.eventually(Duration::from_secs(10), "gone ready", || p.is_ready("gone"));
+    assert_eq!(processes_with("m-delete-marker").len(), 1);
+    let daemon = p.daemon_pid();
+    let queue_proxies = || {
+        crate::harness::children_of(daemon)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("queue-proxy"))
+            })
+            .count()
+    };
+    assert_eq!(queue_proxies(), 1);
+
+    let mut child = Command::new(sluice_bin())
+        .args(["delete", "-f", "-"])
+        .env("SLUICE_HOME", p.home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("service.serving.knative.dev/gone deleted")
+    );
+
+    p.eventually(
+        Duration::from_secs(15),
+        "user process and queue-proxy gone",
+        || processes_with("m-delete-marker").is_empty() && queue_proxies() == 0,
+    );
+    assert_eq!(p.ok(&["revision", "list"]).trim(), "No revisions found.");
+    assert_eq!(p.get("gone.default.localhost", "/").0, 404);
+}
+
+#[test]
+fn second_daemon_on_the_same_home_refuses() {
+    let p = Platform::start();
+    let out = Command::new(sluice_bin())
+        .args(["local", "up", "--http-port", "0"])
+        .env("SLUICE_HOME", p.home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stderr.contains(&p.daemon_pid().to_string()), "{stderr}");
+}
+
+#[test]
+fn admin_socket_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Platform::start();
+    let mode = std::fs::metadata(p.home.path().join("sluice.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {:o}", mode & 0o777);
+}
