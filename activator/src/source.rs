@@ -27,7 +27,7 @@ pub async fn follow_local(socket: PathBuf, routes: Arc<Routes>) {
 }
 
 async fn stream_once(
-    socket: &PathBuf,
+    socket: &std::path::Path,
     routes: &Routes,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let req = Request::get("/v1/routing/watch")

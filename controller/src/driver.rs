@@ -137,10 +137,10 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             let spec = revision::workload_spec(rev, revision::replicas(rev, &settings.autoscaler));
             let key = spec.key.clone();
             let current = self.workloads.status(&key);
-            if current.as_ref().is_none_or(|s| s.desired != spec.replicas) {
-                if let Err(error) = self.workloads.ensure(spec).await {
-                    tracing::warn!(revision = %key, %error, "Cannot run revision.");
-                }
+            if current.as_ref().is_none_or(|s| s.desired != spec.replicas)
+                && let Err(error) = self.workloads.ensure(spec).await
+            {
+                tracing::warn!(revision = %key, %error, "Cannot run revision.");
             }
             let status = revision::status(rev, self.workloads.status(&key).as_ref());
             if rev.status.as_ref() != Some(&status) {

@@ -92,15 +92,14 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
         }
         other => other.and_then(Result::ok),
     };
-    if let (Some(min), Some(max)) = (min, max) {
-        if max != 0 && max < min {
-            errs.push(
-                at(MAX_SCALE),
-                format!(
-                    "max-scale={max} is less than min-scale={min}; raise it or use 0 for no limit"
-                ),
-            );
-        }
+    if let (Some(min), Some(max)) = (min, max)
+        && max != 0
+        && max < min
+    {
+        errs.push(
+            at(MAX_SCALE),
+            format!("max-scale={max} is less than min-scale={min}; raise it or use 0 for no limit"),
+        );
     }
     if let Some(Err(m)) = scale_value(annotations, INITIAL_SCALE, None) {
         errs.push(at(INITIAL_SCALE), m);
@@ -110,13 +109,13 @@ pub(crate) fn validate(errs: &mut Errors, path: &str, annotations: &BTreeMap<Str
         Some(Ok(v)) if v < 2 => errs.push(at(ACTIVATION_SCALE), format!("{v} must be at least 2")),
         _ => {}
     }
-    if let Some(m) = annotations.get(METRIC) {
-        if !matches!(m.as_str(), "concurrency" | "rps") {
-            errs.push(
-                at(METRIC),
-                format!("{m:?} is not supported; use concurrency or rps"),
-            );
-        }
+    if let Some(m) = annotations.get(METRIC)
+        && !matches!(m.as_str(), "concurrency" | "rps")
+    {
+        errs.push(
+            at(METRIC),
+            format!("{m:?} is not supported; use concurrency or rps"),
+        );
     }
     let ranges: [(&str, f64, f64); 4] = [
         (TARGET, 0.01, f64::MAX),

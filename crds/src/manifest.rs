@@ -200,10 +200,10 @@ impl Object {
                 }
             }
         }
-        if let Some(ns) = &meta.namespace {
-            if let Err(msg) = names::check_dns1123_label(ns) {
-                errs.push("metadata.namespace", msg);
-            }
+        if let Some(ns) = &meta.namespace
+            && let Err(msg) = names::check_dns1123_label(ns)
+        {
+            errs.push("metadata.namespace", msg);
         }
         let name = self.name();
         match self {
@@ -237,15 +237,15 @@ impl Object {
             }
             _ => None,
         };
-        if let Some((old_t, new_t)) = templates {
-            if let (Some(old_name), Some(new_name)) = (&old_t.metadata.name, &new_t.metadata.name) {
-                if old_name == new_name && old_t != new_t {
-                    errs.push(
+        if let Some((old_t, new_t)) = templates
+            && let (Some(old_name), Some(new_name)) = (&old_t.metadata.name, &new_t.metadata.name)
+            && old_name == new_name
+            && old_t != new_t
+        {
+            errs.push(
                         "spec.template.metadata.name",
                         format!("Saw the following changes without a name change: the template changed but its name {new_name:?} did not; give the new revision a new name, or remove spec.template.metadata.name"),
                     );
-                }
-            }
         }
         errs.into_result(self.describe())
     }

@@ -66,11 +66,11 @@ pub fn child_name(parent: &str, suffix: &str) -> String {
     }
     let digest = hex(&Md5::digest(parent.as_bytes()));
     let mut name = format!("{}{digest}", &parent[..head - MD5_HEX]);
-    if let Some(rest) = suffix.strip_prefix('-') {
-        if name.ends_with('-') {
-            name.push_str(rest);
-            return name;
-        }
+    if let Some(rest) = suffix.strip_prefix('-')
+        && name.ends_with('-')
+    {
+        name.push_str(rest);
+        return name;
     }
     name.push_str(suffix);
     name

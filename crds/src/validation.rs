@@ -155,35 +155,36 @@ pub(crate) fn revision_spec(
         ),
         ("idleTimeoutSeconds", spec.idle_timeout_seconds),
     ] {
-        if let Some(t) = value {
-            if !(0..=max_t).contains(&t) {
-                errs.push(
-                    format!("{path}.{field}"),
-                    format!("expected 0 <= {t} <= {max_t} (max-revision-timeout-seconds)"),
-                );
-            }
-        }
-    }
-    if let (Some(rs), Some(t)) = (spec.response_start_timeout_seconds, spec.timeout_seconds) {
-        if rs > t && t > 0 {
+        if let Some(t) = value
+            && !(0..=max_t).contains(&t)
+        {
             errs.push(
-                format!("{path}.responseStartTimeoutSeconds"),
-                format!("{rs} exceeds timeoutSeconds ({t})"),
+                format!("{path}.{field}"),
+                format!("expected 0 <= {t} <= {max_t} (max-revision-timeout-seconds)"),
             );
         }
     }
-    if let Some(sa) = &spec.service_account_name {
-        if let Err(msg) = names::check_dns1123_subdomain(sa) {
-            errs.push(format!("{path}.serviceAccountName"), msg);
-        }
+    if let (Some(rs), Some(t)) = (spec.response_start_timeout_seconds, spec.timeout_seconds)
+        && rs > t
+        && t > 0
+    {
+        errs.push(
+            format!("{path}.responseStartTimeoutSeconds"),
+            format!("{rs} exceeds timeoutSeconds ({t})"),
+        );
+    }
+    if let Some(sa) = &spec.service_account_name
+        && let Err(msg) = names::check_dns1123_subdomain(sa)
+    {
+        errs.push(format!("{path}.serviceAccountName"), msg);
     }
 }
 
 fn container(errs: &mut Errors, path: &str, c: &Container) {
-    if let Some(name) = &c.name {
-        if let Err(msg) = names::check_dns1123_label(name) {
-            errs.push(format!("{path}.name"), msg);
-        }
+    if let Some(name) = &c.name
+        && let Err(msg) = names::check_dns1123_label(name)
+    {
+        errs.push(format!("{path}.name"), msg);
     }
     if c.ports.len() > 1 {
         errs.push(
@@ -207,13 +208,13 @@ fn container(errs: &mut Errors, path: &str, c: &Container) {
                 ),
             );
         }
-        if let Some(name) = &p.name {
-            if !matches!(name.as_str(), "" | "h2c" | "http1") {
-                errs.push(
-                    format!("{pp}.name"),
-                    format!("{name:?} is not allowed; use h2c, http1 or leave it empty"),
-                );
-            }
+        if let Some(name) = &p.name
+            && !matches!(name.as_str(), "" | "h2c" | "http1")
+        {
+            errs.push(
+                format!("{pp}.name"),
+                format!("{name:?} is not allowed; use h2c, http1 or leave it empty"),
+            );
         }
         if p.host_port.is_some() {
             errs.push(
@@ -267,10 +268,10 @@ pub(crate) fn traffic(errs: &mut Errors, path: &str, targets: &[TrafficTarget], 
             ),
             _ => {}
         }
-        if let Some(rev) = &t.revision_name {
-            if let Err(msg) = names::check_dns1123_subdomain(rev) {
-                errs.push(format!("{tp}.revisionName"), msg);
-            }
+        if let Some(rev) = &t.revision_name
+            && let Err(msg) = names::check_dns1123_subdomain(rev)
+        {
+            errs.push(format!("{tp}.revisionName"), msg);
         }
         match (t.latest_revision, &t.revision_name) {
             (Some(true), Some(rev)) => errs.push(

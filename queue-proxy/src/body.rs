@@ -82,11 +82,11 @@ where
             this.guard.take();
             return Poll::Ready(Some(Err(BodyTimeout("revision timeout").into())));
         }
-        if let Some(idle) = this.idle.as_pin_mut() {
-            if idle.poll(cx).is_ready() {
-                this.guard.take();
-                return Poll::Ready(Some(Err(BodyTimeout("idle timeout").into())));
-            }
+        if let Some(idle) = this.idle.as_pin_mut()
+            && idle.poll(cx).is_ready()
+        {
+            this.guard.take();
+            return Poll::Ready(Some(Err(BodyTimeout("idle timeout").into())));
         }
         Poll::Pending
     }

@@ -21,7 +21,7 @@ fn read(file: &str) -> anyhow::Result<Vec<Object>> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
-    let objs = parse_documents(&text).with_context(|| format!("{file}"))?;
+    let objs = parse_documents(&text).with_context(|| file.to_string())?;
     if objs.is_empty() {
         bail!("{file}: no objects found");
     }

@@ -150,10 +150,10 @@ pub async fn service(
     }
     println!();
     output::conditions_table(&st.conditions);
-    if let Some(ready) = find(&st.conditions, "Ready").filter(|c| !c.is_true()) {
-        if let Some(m) = ready.message.as_deref().filter(|m| !m.is_empty()) {
-            println!("\n  {m}");
-        }
+    if let Some(ready) = find(&st.conditions, "Ready").filter(|c| !c.is_true())
+        && let Some(m) = ready.message.as_deref().filter(|m| !m.is_empty())
+    {
+        println!("\n  {m}");
     }
     Ok(())
 }

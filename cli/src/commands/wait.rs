@@ -29,31 +29,31 @@ pub async fn until_ready(
             _ => bail!("service '{name}' not found in namespace '{namespace}'"),
         };
         let status = svc.status.clone().unwrap_or_default();
-        if status.observed_generation == svc.metadata.generation {
-            if let Some(ready) = find(&status.conditions, "Ready") {
-                let elapsed = start.elapsed().as_secs_f64();
-                let message = ready.message.clone().unwrap_or_default();
-                if !message.is_empty() && message != last_message {
-                    println!("{elapsed:7.3}s {message}");
-                    last_message = message.clone();
+        if status.observed_generation == svc.metadata.generation
+            && let Some(ready) = find(&status.conditions, "Ready")
+        {
+            let elapsed = start.elapsed().as_secs_f64();
+            let message = ready.message.clone().unwrap_or_default();
+            if !message.is_empty() && message != last_message {
+                println!("{elapsed:7.3}s {message}");
+                last_message = message.clone();
+            }
+            match ready.status {
+                ConditionStatus::True => {
+                    println!("{elapsed:7.3}s Ready to serve.");
+                    return Ok(svc);
                 }
-                match ready.status {
-                    ConditionStatus::True => {
-                        println!("{elapsed:7.3}s Ready to serve.");
-                        return Ok(svc);
+                ConditionStatus::False => {
+                    let since = *false_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= ERROR_WINDOW {
+                        bail!(
+                            "{}: {}",
+                            ready.reason.as_deref().unwrap_or("NotReady"),
+                            message
+                        );
                     }
-                    ConditionStatus::False => {
-                        let since = *false_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= ERROR_WINDOW {
-                            bail!(
-                                "{}: {}",
-                                ready.reason.as_deref().unwrap_or("NotReady"),
-                                message
-                            );
-                        }
-                    }
-                    ConditionStatus::Unknown => false_since = None,
                 }
+                ConditionStatus::Unknown => false_since = None,
             }
         }
         if start.elapsed() >= timeout {
