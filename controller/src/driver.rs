@@ -126,7 +126,25 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
 
-        // Revisions: workloads in step, status from what they report.
+        // Revisions: workloads in step, status from what they report. A revision is reachable
+        // while a route sends it traffic or it is its configuration's newest.
+        let routes_now: Vec<Route> = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
+        let mut reachable: HashSet<(String, String)> = routes_now
+            .iter()
+            .flat_map(|r| {
+                let ns = r.metadata.namespace.clone().unwrap_or_default();
+                r.status
+                    .iter()
+                    .flat_map(|s| s.fields.traffic.iter())
+                    .filter_map(move |t| Some((ns.clone(), t.revision_name.clone()?)))
+            })
+            .collect();
+        for cfg in &configs {
+            reachable.insert((
+                cfg.metadata.namespace.clone().unwrap_or_default(),
+                configuration::revision_name(cfg),
+            ));
+        }
         let live: HashSet<_> = revisions.iter().map(revision::key).collect();
         for key in self.workloads.keys() {
             if !live.contains(&key) {
@@ -134,7 +152,12 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
         for rev in &mut revisions {
-            let spec = revision::workload_spec(rev, revision::replicas(rev, &settings.autoscaler));
+            let id = (
+                rev.metadata.namespace.clone().unwrap_or_default(),
+                rev.metadata.name.clone().unwrap_or_default(),
+            );
+            let replicas = revision::replicas(rev, &settings.autoscaler, reachable.contains(&id));
+            let spec = revision::workload_spec(rev, replicas);
             let key = spec.key.clone();
             let current = self.workloads.status(&key);
             if current.as_ref().is_none_or(|s| s.desired != spec.replicas)

@@ -69,8 +69,13 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
     }
 }
 
-/// The replicas a revision runs: its initial scale within its bounds.
-pub fn replicas(rev: &Revision, cfg: &AutoscalerConfig) -> u32 {
+/// The replicas a revision runs: its initial scale within its bounds while it is reachable
+/// (routed, or its configuration's newest), and none once unreachable, where Knative ignores
+/// min-scale and scales to zero.
+pub fn replicas(rev: &Revision, cfg: &AutoscalerConfig, reachable: bool) -> u32 {
+    if !reachable {
+        return 0;
+    }
     ScaleBounds::resolve(&annotations(&rev.metadata), cfg).initial_replicas()
 }
 
@@ -196,6 +201,37 @@ mod tests {
         assert_eq!(w.service, "hello");
         assert_eq!(w.container_concurrency, 1);
         assert_eq!(w.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unreachable_revisions_scale_to_zero_despite_min_scale() {
+        let mut r = rev();
+        r.metadata.annotations = Some(
+            [(
+                sluice_crds::autoscaling::MIN_SCALE.to_owned(),
+                "2".to_owned(),
+            )]
+            .into(),
+        );
+        assert_eq!(replicas(&r, &AutoscalerConfig::default(), true), 2);
+        assert_eq!(replicas(&r, &AutoscalerConfig::default(), false), 0);
+        let idle = WorkloadStatus {
+            desired: 0,
+            endpoints: vec![],
+            failure: None,
+        };
+        let st = status(&r, Some(&idle));
+        assert!(
+            condition::is_ready(&st.conditions),
+            "an inactive revision stays Ready"
+        );
+        assert_eq!(
+            condition::find(&st.conditions, "Active")
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("NoTraffic")
+        );
     }
 
     #[test]

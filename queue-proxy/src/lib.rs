@@ -356,6 +356,7 @@ pub fn main_from_env() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = match Config::from_env(&config::ProcessEnv) {
         Ok(cfg) => cfg,

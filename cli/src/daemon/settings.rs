@@ -85,3 +85,44 @@ pub async fn watch_files(dir: PathBuf, domain: String, tx: watch::Sender<Arc<Con
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_override_defaults_and_bad_values_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = load(dir.path(), "localhost").unwrap();
+        assert_eq!(cfg.defaults.revision_timeout_seconds, 300);
+        assert_eq!(cfg.domain.domain_for(&Default::default()), "localhost");
+
+        let write =
+            |text: &str| std::fs::write(dir.path().join("config-defaults.yaml"), text).unwrap();
+        write(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-defaults\ndata:\n  revision-timeout-seconds: \"120\"\n",
+        );
+        assert_eq!(
+            load(dir.path(), "localhost")
+                .unwrap()
+                .defaults
+                .revision_timeout_seconds,
+            120
+        );
+
+        write(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-defaults\ndata:\n  revision-timeout-seconds: soon\n",
+        );
+        let err = load(dir.path(), "localhost").unwrap_err().to_string();
+        assert!(err.contains("config-defaults.yaml"), "{err}");
+        assert!(err.contains("revision-timeout-seconds"), "{err}");
+
+        write("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-network\n");
+        assert!(
+            load(dir.path(), "localhost")
+                .unwrap_err()
+                .to_string()
+                .contains("want \"config-defaults\"")
+        );
+    }
+}
