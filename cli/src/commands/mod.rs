@@ -6,4 +6,5 @@ pub mod listing;
 pub mod output;
 pub mod quickstart;
 pub mod service;
+pub mod traffic;
 pub mod wait;

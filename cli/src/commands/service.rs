@@ -10,6 +10,7 @@ use sluice_crds::template::Container;
 use sluice_crds::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec};
 
 use super::output::{self, Format};
+use super::traffic::{self, TrafficFlags};
 use super::wait;
 use crate::client::Client;
 
@@ -22,15 +23,20 @@ pub enum ServiceCommand {
         name: String,
         #[command(flatten)]
         edit: EditFlags,
+        /// Tag the new revision (REF=TAG or TAG); it serves 100% and gets its own URL.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
         #[command(flatten)]
         wait: WaitFlags,
     },
-    /// Update a service (a template change stamps a new revision).
+    /// Update a service (a template change stamps a new revision; traffic flags move traffic).
     Update {
         /// The service name.
         name: String,
         #[command(flatten)]
         edit: EditFlags,
+        #[command(flatten)]
+        traffic: TrafficArgs,
         #[command(flatten)]
         wait: WaitFlags,
     },
@@ -94,6 +100,35 @@ pub struct EditFlags {
     /// Working directory of the program.
     #[arg(long)]
     working_dir: Option<String>,
+    /// Name of the revision this change stamps; must start with the service name and a dash.
+    #[arg(long)]
+    revision_name: Option<String>,
+}
+
+/// kn's traffic flags, applied as untag, tag, traffic.
+#[derive(Debug, Args, Default)]
+pub struct TrafficArgs {
+    /// Traffic split REF=PERCENT, REF a tag, a revision or @latest (repeatable, or comma
+    /// separated); the percents replace the current split, and the one routed revision left out
+    /// takes the rest.
+    #[arg(long = "traffic")]
+    traffic: Vec<String>,
+    /// Tag a revision REF=TAG, REF a revision or @latest (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag")]
+    untags: Vec<String>,
+}
+
+impl TrafficArgs {
+    fn flags(&self) -> TrafficFlags {
+        TrafficFlags {
+            traffic: self.traffic.clone(),
+            tags: self.tags.clone(),
+            untags: self.untags.clone(),
+        }
+    }
 }
 
 /// `--wait` / `--no-wait`.
@@ -117,6 +152,7 @@ impl EditFlags {
             || self.concurrency_limit.is_some()
             || self.timeout.is_some()
             || self.working_dir.is_some()
+            || self.revision_name.is_some()
     }
 
     fn apply(&self, tpl: &mut RevisionTemplateSpec) -> anyhow::Result<()> {
@@ -173,6 +209,19 @@ impl EditFlags {
         }
         Ok(())
     }
+
+    /// Sets the BYO revision name (with kn's `<service>-` prefix added when missing), or clears
+    /// a previous one so the server names the new revision.
+    fn name_revision(&self, service: &str, tpl: &mut RevisionTemplateSpec) {
+        tpl.metadata.name = self.revision_name.as_ref().map(|n| {
+            let prefix = format!("{service}-");
+            if n.starts_with(&prefix) {
+                n.clone()
+            } else {
+                format!("{prefix}{n}")
+            }
+        });
+    }
 }
 
 /// A route URL with the local HTTP port when it is not 80.
@@ -228,7 +277,12 @@ async fn finish(
 /// Runs a `sluice service` command.
 pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
     match cmd {
-        ServiceCommand::Create { name, edit, wait } => {
+        ServiceCommand::Create {
+            name,
+            edit,
+            tags,
+            wait,
+        } => {
             if edit.image.is_none() && edit.cmd.is_empty() {
                 bail!(
                     "'service create' requires the program to run: give --cmd (the local platform runs commands) and/or --image"
@@ -237,12 +291,28 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
             let mut svc = Service::new(&name, ServiceSpec::default());
             svc.metadata.namespace = Some(namespace.to_owned());
             edit.apply(&mut svc.spec.template)?;
+            edit.name_revision(&name, &mut svc.spec.template);
+            if !tags.is_empty() {
+                let flags = TrafficFlags {
+                    traffic: vec!["@latest=100".into()],
+                    tags,
+                    untags: Vec::new(),
+                };
+                svc.spec.traffic =
+                    traffic::compute(&name, &[], &[], &flags, true).map_err(anyhow::Error::msg)?;
+            }
             client.apply(&Object::Service(svc), true, false).await?;
             println!("Creating service '{name}' in namespace '{namespace}':");
             finish(client, namespace, &name, &wait, "created", None).await
         }
-        ServiceCommand::Update { name, edit, wait } => {
-            if !edit.any() {
+        ServiceCommand::Update {
+            name,
+            edit,
+            traffic: traffic_args,
+            wait,
+        } => {
+            let flags = traffic_args.flags();
+            if !edit.any() && !flags.any() {
                 bail!("flag(s) not set\nUsage: sluice service update NAME [flags]");
             }
             let Some(Object::Service(mut svc)) =
@@ -255,7 +325,20 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
                 .as_ref()
                 .and_then(|s| s.configuration.latest_ready_revision_name.clone());
             let generation = svc.metadata.generation;
-            edit.apply(&mut svc.spec.template)?;
+            if edit.any() {
+                edit.apply(&mut svc.spec.template)?;
+                edit.name_revision(&name, &mut svc.spec.template);
+            }
+            if flags.any() {
+                let status = svc
+                    .status
+                    .as_ref()
+                    .map(|s| s.route.traffic.clone())
+                    .unwrap_or_default();
+                svc.spec.traffic =
+                    traffic::compute(&name, &svc.spec.traffic, &status, &flags, edit.any())
+                        .map_err(anyhow::Error::msg)?;
+            }
             svc.status = None;
             let applied = client.apply(&Object::Service(svc), false, false).await?;
             println!("Updating Service '{name}' in namespace '{namespace}':");
