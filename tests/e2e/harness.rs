@@ -289,3 +289,75 @@ spec:
         app = testapp().display()
     )
 }
+
+/// An HTTP/1.1 client on one kept-alive connection to the activator.
+pub struct KeepAlive {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    /// Connects to 127.0.0.1:`port`.
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            reader: std::io::BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// GET `path` with `Host: host` (and extra headers): (status, body).
+    pub fn get(&mut self, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        use std::io::BufRead;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        write!(
+            self.writer,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header).unwrap();
+            if header == "\r\n" || header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).unwrap();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+}
+
+/// Counts responses by the `TARGET=` line of the test app's body.
+pub fn count_targets(
+    client: &mut KeepAlive,
+    host: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let (status, body) = client.get(host, "/", &[]);
+        assert_eq!(status, 200, "{body}");
+        let target = body
+            .lines()
+            .find_map(|l| l.strip_prefix("TARGET="))
+            .unwrap_or("?")
+            .to_owned();
+        *counts.entry(target).or_default() += 1;
+    }
+    counts
+}

@@ -4,4 +4,5 @@
 mod harness;
 mod lifecycle;
 mod serving;
+mod traffic;
 mod validation;
