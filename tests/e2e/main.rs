@@ -3,6 +3,7 @@
 
 mod harness;
 mod lifecycle;
+mod rollout;
 mod serving;
 mod traffic;
 mod validation;
