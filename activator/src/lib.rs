@@ -38,6 +38,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KNATIVE_SERVING_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
 const KNATIVE_SERVING_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
+const KNATIVE_SERVING_TAG: HeaderName = HeaderName::from_static("knative-serving-tag");
 
 /// The current routing table, shared by every request, plus a signal for held requests.
 pub struct Routes {
@@ -139,7 +140,12 @@ async fn handle(
             format!("no service serves host {host:?}\n"),
         ));
     };
-    let Some(rev) = route.choose().cloned() else {
+    let header_tag = req
+        .headers()
+        .get(KNATIVE_SERVING_TAG)
+        .and_then(|v| v.to_str().ok());
+    let tagged = header_tag.and_then(|tag| route.tagged(tag));
+    let Some(rev) = tagged.or_else(|| route.choose()).cloned() else {
         return Ok(text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

@@ -71,9 +71,15 @@ pub struct Host {
     /// `namespace/name` of the route.
     pub route: String,
     targets: Vec<(u32, Arc<Revision>)>,
+    tags: HashMap<String, Arc<Revision>>,
 }
 
 impl Host {
+    /// The revision a `Knative-Serving-Tag` value picks, if header routing knows the tag.
+    pub fn tagged(&self, tag: &str) -> Option<&Arc<Revision>> {
+        self.tags.get(tag)
+    }
+
     /// Picks a revision by percent with one random draw.
     pub fn choose(&self) -> Option<&Arc<Revision>> {
         let total = self.targets.last()?.0;
@@ -140,13 +146,19 @@ impl Table {
                         Some((upto, rev.clone()))
                     })
                     .collect();
-                (
-                    host.to_ascii_lowercase(),
-                    Arc::new(Host {
-                        route: route.route.clone(),
-                        targets,
-                    }),
-                )
+                let tags = route
+                    .tags
+                    .iter()
+                    .filter_map(|(tag, key)| {
+                        Some((tag.clone(), revisions.get(&key.to_string())?.clone()))
+                    })
+                    .collect();
+                let host_entry = Host {
+                    route: route.route.clone(),
+                    targets,
+                    tags,
+                };
+                (host.to_ascii_lowercase(), Arc::new(host_entry))
             })
             .collect();
         Self { hosts, revisions }
@@ -182,6 +194,7 @@ mod tests {
             HostRoute {
                 route: "default/hello".into(),
                 targets,
+                tags: Default::default(),
             },
         );
         for (rev, _) in split {

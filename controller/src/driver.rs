@@ -217,7 +217,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
 
-        let snapshot = routing::snapshot(&routes, &revisions, |key| {
+        let tag_headers = settings.features.tag_header_based_routing;
+        let snapshot = routing::snapshot(&routes, &revisions, tag_headers, |key| {
             self.workloads
                 .status(key)
                 .map(|s| s.endpoints)

@@ -1,5 +1,6 @@
 //! The routing snapshot from routes' resolved traffic and revisions' ready endpoints.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use sluice_crds::{Revision, Route};
@@ -16,11 +17,13 @@ fn host_of(url: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// Builds the snapshot: each route's main host gets its consolidated split, each tag host 100%
-/// of its revision; every routed revision gets its ready endpoints from `endpoints`.
+/// Builds the snapshot: each route's main host gets its consolidated split (and, with
+/// `tag_headers`, its tags for `Knative-Serving-Tag`), each tag host 100% of its revision;
+/// every routed revision gets its ready endpoints from `endpoints`.
 pub fn snapshot(
     routes: &[Route],
     revisions: &[Revision],
+    tag_headers: bool,
     endpoints: impl Fn(&RevisionKey) -> Vec<SocketAddr>,
 ) -> RoutingSnapshot {
     let mut snap = RoutingSnapshot::default();
@@ -34,7 +37,8 @@ pub fn snapshot(
             route.metadata.name.as_deref().unwrap_or_default()
         );
         let key = |rev: &str| RevisionKey::new(namespace, rev);
-        let mut hosts: Vec<(String, Vec<WeightedTarget>)> = Vec::new();
+        let mut hosts: Vec<HostRoute> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         if let Some(url) = &status.fields.url {
             let targets = consolidate(&status.fields.traffic)
                 .into_iter()
@@ -43,42 +47,57 @@ pub fn snapshot(
                     percent,
                 })
                 .collect();
-            hosts.push((host_of(url).to_owned(), targets));
+            let tags: BTreeMap<String, RevisionKey> = if tag_headers {
+                let tagged = status.fields.traffic.iter();
+                tagged
+                    .filter_map(|t| Some((t.tag.clone()?, key(t.revision_name.as_deref()?))))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
+            names.push(host_of(url).to_owned());
+            hosts.push(HostRoute {
+                route: route_key.clone(),
+                targets,
+                tags,
+            });
         }
         for t in &status.fields.traffic {
             if let (Some(url), Some(rev)) = (&t.url, &t.revision_name) {
-                hosts.push((
-                    host_of(url).to_owned(),
-                    vec![WeightedTarget {
-                        revision: key(rev),
-                        percent: 100,
-                    }],
-                ));
+                let targets = vec![WeightedTarget {
+                    revision: key(rev),
+                    percent: 100,
+                }];
+                names.push(host_of(url).to_owned());
+                hosts.push(HostRoute {
+                    route: route_key.clone(),
+                    targets,
+                    tags: BTreeMap::new(),
+                });
             }
         }
-        for (host, targets) in hosts {
-            for t in &targets {
+        for (name, host) in names.into_iter().zip(hosts) {
+            let referenced = host
+                .targets
+                .iter()
+                .map(|t| &t.revision)
+                .chain(host.tags.values());
+            for revision in referenced {
                 let Some(rev) = revisions.iter().find(|r| {
-                    r.metadata.name.as_deref() == Some(t.revision.name.as_str())
+                    r.metadata.name.as_deref() == Some(revision.name.as_str())
                         && r.metadata.namespace.as_deref() == Some(namespace)
                 }) else {
                     continue;
                 };
                 snap.revisions
-                    .entry(t.revision.to_string())
+                    .entry(revision.to_string())
                     .or_insert_with(|| RevisionBackends {
                         container_concurrency: rev.spec.concurrency(),
                         timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
-                        endpoints: endpoints(&t.revision),
+                        endpoints: endpoints(revision),
                     });
             }
-            snap.hosts.insert(
-                host,
-                HostRoute {
-                    route: route_key.clone(),
-                    targets,
-                },
-            );
+            snap.hosts.insert(name, host);
         }
     }
     snap
@@ -117,7 +136,7 @@ mod tests {
                 r
             })
             .collect();
-        let snap = snapshot(&[route], &revs, |k| {
+        let snap = snapshot(&[route], &revs, true, |k| {
             if k.name == "a" {
                 vec!["127.0.0.1:9".parse().unwrap()]
             } else {
@@ -132,5 +151,6 @@ mod tests {
         );
         assert_eq!(snap.revisions["default/a"].endpoints.len(), 1);
         assert!(snap.revisions["default/b"].endpoints.is_empty());
+        assert_eq!(main.tags["canary"].name, "b");
     }
 }

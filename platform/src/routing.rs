@@ -48,6 +48,10 @@ pub struct HostRoute {
     pub route: String,
     /// Revisions with their percent; percents sum to 100.
     pub targets: Vec<WeightedTarget>,
+    /// `Knative-Serving-Tag` values that pick a revision outright (only with
+    /// config-features `tag-header-based-routing`); unknown tags use `targets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, RevisionKey>,
 }
 
 /// One revision's share of a host's requests.

@@ -191,3 +191,75 @@ fn invalid_traffic_is_refused_and_changes_nothing() {
     });
     assert_eq!(p.get("hello.default.localhost", "/").0, 200);
 }
+
+#[test]
+fn tag_header_routing_follows_config_features() {
+    let p = Platform::start();
+    create(&p, "hdr", "one", "rev1");
+    p.ok(&[
+        "service",
+        "update",
+        "hdr",
+        "--env",
+        "TARGET=two",
+        "--revision-name",
+        "rev2",
+        "--tag",
+        "hdr-rev1=rev1",
+        "--traffic",
+        "@latest=100",
+    ]);
+    let mut c = KeepAlive::connect(p.port);
+    let target = |c: &mut KeepAlive, tag: Option<&str>| {
+        let headers: Vec<(&str, &str)> = tag
+            .map(|t| ("Knative-Serving-Tag", t))
+            .into_iter()
+            .collect();
+        let (status, body) = c.get("hdr.default.localhost", "/", &headers);
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix("TARGET="))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    // Disabled by default: the header changes nothing.
+    assert_eq!(target(&mut c, Some("rev1")), "two");
+
+    let features = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-features\ndata:\n  tag-header-based-routing: Enabled\n";
+    std::fs::write(p.home.path().join("config/config-features.yaml"), features).unwrap();
+    p.eventually(Duration::from_secs(10), "header routing enabled", || {
+        target(&mut KeepAlive::connect(p.port), Some("rev1")) == "one"
+    });
+    assert_eq!(target(&mut c, Some("rev1")), "one");
+    assert_eq!(target(&mut c, Some("rev-wrong")), "two");
+    assert_eq!(target(&mut c, None), "two");
+}
+
+#[test]
+fn standalone_configuration_and_route_serve() {
+    let p = Platform::start();
+    let app = testapp().display().to_string();
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Configuration\nmetadata:\n  name: blue-green-demo\nspec:\n  template:\n    spec:\n      containers:\n        - command: [\"{app}\", \"env\"]\n          env: [{{name: TARGET, value: blue}}]\n---\napiVersion: serving.knative.dev/v1\nkind: Route\nmetadata:\n  name: blue-green-demo\nspec:\n  traffic:\n    - configurationName: blue-green-demo\n      percent: 100\n      tag: current\n"
+    );
+    let out = p.apply(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.eventually(Duration::from_secs(10), "route serves", || {
+        p.get("blue-green-demo.default.localhost", "/").0 == 200
+    });
+    let routes = p.ok(&["route", "list"]);
+    assert!(
+        routes.contains("http://blue-green-demo.default.localhost"),
+        "{routes}"
+    );
+    let (status, body) = p.get("current-blue-green-demo.default.localhost", "/");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("K_REVISION=blue-green-demo-00001\n") && body.contains("K_SERVICE=\n"),
+        "{body}"
+    );
+}

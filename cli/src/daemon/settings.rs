@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sluice_crds::config::{
-    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, NetworkConfig,
-    parse_config_map,
+    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, FeaturesConfig,
+    NetworkConfig, parse_config_map,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,7 @@ pub fn load(dir: &Path, domain: &str) -> anyhow::Result<Configs> {
         autoscaler: AutoscalerConfig::parse(&get(FILES[1])).map_err(|e| at(FILES[1], e))?,
         network: NetworkConfig::parse(&get(FILES[2])).map_err(|e| at(FILES[2], e))?,
         domain: DomainConfig::parse(&get(FILES[3]), domain).map_err(|e| at(FILES[3], e))?,
+        features: FeaturesConfig::parse(&get(FILES[5])).map_err(|e| at(FILES[5], e))?,
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod autoscaler;
 pub mod defaults;
 pub mod domain;
+pub mod features;
 pub mod network;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 pub use autoscaler::AutoscalerConfig;
 pub use defaults::DefaultsConfig;
 pub use domain::DomainConfig;
+pub use features::FeaturesConfig;
 pub use network::NetworkConfig;
 
 /// A config map's `data`.
@@ -43,6 +45,8 @@ pub struct Configs {
     pub network: NetworkConfig,
     /// config-domain.
     pub domain: DomainConfig,
+    /// config-features.
+    pub features: FeaturesConfig,
 }
 
 /// Parses the YAML of a ConfigMap object (`kind: ConfigMap`, `data: {...}`) into its name and
