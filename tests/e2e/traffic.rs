@@ -263,3 +263,81 @@ fn standalone_configuration_and_route_serve() {
         "{body}"
     );
 }
+
+#[test]
+fn export_reapplies_to_the_same_revisions_and_split_on_a_fresh_home() {
+    let p = Platform::start();
+    let app = testapp().display().to_string();
+    p.ok(&[
+        "service",
+        "create",
+        "hello",
+        "--cmd",
+        &app,
+        "--arg",
+        "env",
+        "--env",
+        "TARGET=one",
+    ]);
+    p.ok(&["service", "update", "hello", "--env", "TARGET=two"]);
+    p.ok(&[
+        "service",
+        "update",
+        "hello",
+        "--env",
+        "TARGET=three",
+        "--tag",
+        "hello-00001=old",
+        "--traffic",
+        "hello-00002=60,@latest=40",
+    ]);
+    let exported = p.ok(&["service", "export", "hello"]);
+    let resolved = |p: &Platform| {
+        let svc = p.service_json("hello");
+        let mut traffic: Vec<(String, i64, String)> = svc["status"]["traffic"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["revisionName"].as_str().unwrap().to_owned(),
+                    t["percent"].as_i64().unwrap(),
+                    t["tag"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        traffic.sort();
+        traffic
+    };
+    let revision_names = |p: &Platform| {
+        let revs: serde_json::Value =
+            serde_json::from_str(&p.ok(&["revision", "list", "-o", "json"])).unwrap();
+        let mut names: Vec<String> = revs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let want_traffic = resolved(&p);
+    assert_eq!(want_traffic.len(), 3, "{want_traffic:?}");
+
+    let fresh = Platform::start();
+    let out = fresh.apply(&exported);
+    assert!(
+        out.status.success(),
+        "{}\n{exported}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fresh.eventually(Duration::from_secs(20), "re-applied service ready", || {
+        fresh.is_ready("hello") && resolved(&fresh) == want_traffic
+    });
+    assert_eq!(
+        revision_names(&fresh),
+        ["hello-00001", "hello-00002", "hello-00003"]
+    );
+    let (_, body) = fresh.get("old-hello.default.localhost", "/");
+    assert!(body.contains("TARGET=one\n"), "{body}");
+}

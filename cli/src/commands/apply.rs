@@ -55,9 +55,17 @@ pub async fn apply(client: &Client, namespace: &str, file: &str, wait: bool) -> 
             .await
             .with_context(|| format!("{file}: {}", obj.describe()))?;
     }
-    for obj in &objs {
+    for (i, obj) in objs.iter().enumerate() {
         let applied = client.apply(obj, false, false).await?;
         println!("{} {}", resource(obj), applied.action);
+        // A later document changes the same template again: let this one stamp its revision
+        // first, so replayed histories (service export) keep every revision.
+        let again = objs[i + 1..].iter().any(|o| {
+            o.kind() == obj.kind() && o.name() == obj.name() && o.namespace() == obj.namespace()
+        });
+        if again && obj.kind() != ObjectKind::Route {
+            stamped(client, &applied.object).await?;
+        }
     }
     if wait {
         for obj in objs.iter().filter(|o| o.kind() == ObjectKind::Service) {
@@ -76,6 +84,40 @@ pub async fn apply(client: &Client, namespace: &str, file: &str, wait: bool) -> 
         }
     }
     Ok(())
+}
+
+/// Waits until the configuration behind `obj` has created the revision of its generation.
+async fn stamped(client: &Client, obj: &Object) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let generation = obj.meta().generation;
+    loop {
+        if let Some(Object::Configuration(cfg)) = client
+            .get(ObjectKind::Configuration, obj.namespace(), obj.name())
+            .await?
+        {
+            let caught_up = cfg.status.as_ref().is_some_and(|s| {
+                s.fields.latest_created_revision_name.is_some()
+                    && s.observed_generation == cfg.metadata.generation
+            });
+            let current = obj.kind() == ObjectKind::Configuration
+                && cfg.metadata.generation == generation
+                || obj.kind() == ObjectKind::Service && cfg.spec.template == service_template(obj);
+            if caught_up && current {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{}: no revision was stamped within 30 s", obj.describe());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn service_template(obj: &Object) -> sluice_crds::RevisionTemplateSpec {
+    match obj {
+        Object::Service(s) => s.spec.template.clone(),
+        _ => sluice_crds::RevisionTemplateSpec::default(),
+    }
 }
 
 /// Deletes every object named in `file`.

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod describe;
+pub mod export;
 pub mod listing;
 pub mod output;
 pub mod quickstart;

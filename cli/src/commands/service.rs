@@ -57,6 +57,14 @@ pub enum ServiceCommand {
         #[arg(short, long, value_enum)]
         output: Option<Format>,
     },
+    /// Print YAML that re-applies to the same revisions and traffic split.
+    Export {
+        /// The service name.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
     /// Delete services (their revisions and processes go too).
     Delete {
         /// Service names.
@@ -424,6 +432,9 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
                 }
             }
             Ok(())
+        }
+        ServiceCommand::Export { name, output } => {
+            super::export::run(client, namespace, &name, output).await
         }
         ServiceCommand::Wait { name, wait_timeout } => {
             println!("Waiting for Service '{name}' in namespace '{namespace}':\n");
