@@ -107,6 +107,23 @@ enum LocalCommand {
 
 #[derive(Debug, Subcommand)]
 enum RevisionCommand {
+    /// Show a revision: command, replicas, limits, conditions.
+    Describe {
+        /// The revision name.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+    /// Delete revisions, or with --prune SVC every revision of SVC that gets no traffic.
+    Delete {
+        /// Revision names.
+        #[arg(required_unless_present = "prune")]
+        names: Vec<String>,
+        /// Delete the revisions of this service that no route sends traffic to.
+        #[arg(long)]
+        prune: Option<String>,
+    },
     /// List revisions, newest first.
     #[command(visible_alias = "ls")]
     List {
@@ -121,6 +138,14 @@ enum RevisionCommand {
 
 #[derive(Debug, Subcommand)]
 enum RouteCommand {
+    /// Show a route: URL, traffic targets with tag URLs, conditions.
+    Describe {
+        /// The route name.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
     /// List routes.
     #[command(visible_alias = "ls")]
     List {
@@ -170,6 +195,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route {
             command: RouteCommand::List { output },
         } => commands::listing::routes(&client, ns, output).await,
+        Command::Revision {
+            command: RevisionCommand::Describe { name, output },
+        } => commands::describe::revision(&client, ns, &name, output).await,
+        Command::Revision {
+            command: RevisionCommand::Delete { names, prune },
+        } => commands::listing::delete_revisions(&client, ns, &names, prune.as_deref()).await,
+        Command::Route {
+            command: RouteCommand::Describe { name, output },
+        } => commands::describe::route(&client, ns, &name, output).await,
         Command::QueueProxy | Command::Activator | Command::ExampleHello => {
             unreachable!("dispatched before the runtime starts")
         }

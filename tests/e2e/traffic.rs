@@ -341,3 +341,38 @@ fn export_reapplies_to_the_same_revisions_and_split_on_a_fresh_home() {
     let (_, body) = fresh.get("old-hello.default.localhost", "/");
     assert!(body.contains("TARGET=one\n"), "{body}");
 }
+
+#[test]
+fn prune_deletes_only_revisions_without_traffic() {
+    let p = Platform::start();
+    let app = testapp().display().to_string();
+    p.ok(&["service", "create", "r", "--cmd", &app, "--arg", "env"]);
+    p.ok(&["service", "update", "r", "--env", "A=1"]);
+    p.ok(&[
+        "service",
+        "update",
+        "r",
+        "--env",
+        "A=2",
+        "--tag",
+        "r-00002=prev",
+    ]);
+    assert_eq!(
+        p.ok(&["revision", "delete", "--prune", "r"]).trim(),
+        "Revision 'r-00001' deleted in namespace 'default'."
+    );
+    let names = p.ok(&["revision", "list"]);
+    assert!(
+        names.contains("r-00002") && names.contains("r-00003") && !names.contains("r-00001"),
+        "{names}"
+    );
+    assert_eq!(
+        p.ok(&["revision", "delete", "--prune", "r"]).trim(),
+        "No unreferenced revisions found."
+    );
+    let route = p.ok(&["route", "describe", "r"]);
+    assert!(
+        route.contains("#prev") && route.contains("URL:  http://prev-r.default.localhost"),
+        "{route}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use sluice_crds::condition::{ConditionStatus, find};
-use sluice_crds::{Object, ObjectKind, Revision};
+use sluice_crds::{Object, ObjectKind, Revision, keys};
 
 use super::output::{self, Format};
 use super::service::local_url;
@@ -155,5 +155,132 @@ pub async fn service(
     {
         println!("\n  {m}");
     }
+    Ok(())
+}
+
+/// Prints a revision as kn does, or as JSON/YAML.
+pub async fn revision(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let Some(obj) = client.get(ObjectKind::Revision, namespace, name).await? else {
+        bail!("revision '{name}' not found in namespace '{namespace}'");
+    };
+    if let Some(format) = format {
+        return output::print(format, &obj.to_json());
+    }
+    let Object::Revision(rev) = obj else {
+        unreachable!("asked for a revision")
+    };
+    let label = |k: &str| {
+        rev.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .cloned()
+            .unwrap_or_default()
+    };
+    println!("Name:         {name}");
+    println!("Namespace:    {namespace}");
+    println!("Age:          {}", output::age(&rev.metadata));
+    if let Some(c) = rev.spec.serving_container() {
+        if let Some(image) = &c.image {
+            println!("Image:        {image}");
+        }
+        let command: Vec<&str> = c
+            .command
+            .iter()
+            .chain(&c.args)
+            .map(String::as_str)
+            .collect();
+        println!("Command:      {}", command.join(" "));
+        if !c.env.is_empty() {
+            let env: Vec<String> = c
+                .env
+                .iter()
+                .map(|e| format!("{}={}", e.name, e.value.as_deref().unwrap_or("[ref]")))
+                .collect();
+            println!("Env:          {}", env.join(", "));
+        }
+    }
+    let st = rev.status.clone().unwrap_or_default();
+    println!(
+        "Replicas:     {}/{}",
+        st.actual_replicas.unwrap_or(0),
+        st.desired_replicas.unwrap_or(0)
+    );
+    let limit = rev.spec.concurrency();
+    println!(
+        "Concurrency:  {}",
+        if limit == 0 {
+            "unlimited".to_owned()
+        } else {
+            format!("{limit}")
+        }
+    );
+    println!("Timeout:      {}s", rev.spec.timeout_seconds.unwrap_or(300));
+    println!("Service:      {}", label(keys::SERVICE));
+    println!("Generation:   {}", label(keys::CONFIGURATION_GENERATION));
+    println!();
+    output::conditions_table(&st.conditions);
+    Ok(())
+}
+
+/// Prints a route as kn does, or as JSON/YAML.
+pub async fn route(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    format: Option<Format>,
+) -> anyhow::Result<()> {
+    let Some(obj) = client.get(ObjectKind::Route, namespace, name).await? else {
+        bail!("route '{name}' not found in namespace '{namespace}'");
+    };
+    if let Some(format) = format {
+        return output::print(format, &obj.to_json());
+    }
+    let Object::Route(route) = obj else {
+        unreachable!("asked for a route")
+    };
+    let info = client.info().await?;
+    let st = route.status.clone().unwrap_or_default();
+    println!("Name:       {name}");
+    println!("Namespace:  {namespace}");
+    println!("Age:        {}", output::age(&route.metadata));
+    println!(
+        "URL:        {}",
+        st.fields
+            .url
+            .as_deref()
+            .map(|u| local_url(u, &info))
+            .unwrap_or_default()
+    );
+    if let Some(svc) = route
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::SERVICE))
+    {
+        println!("Service:    {svc}");
+    }
+    println!();
+    println!("Traffic Targets:");
+    for t in &st.fields.traffic {
+        let rev = t.revision_name.clone().unwrap_or_default();
+        let head = if t.latest_revision == Some(true) {
+            format!("@latest ({rev})")
+        } else {
+            rev
+        };
+        let tag = t.tag.as_ref().map(|t| format!(" #{t}")).unwrap_or_default();
+        println!("  {:3}%  {head}{tag}", t.percent.unwrap_or(0));
+        if let Some(url) = &t.url {
+            println!("        URL:  {}", local_url(url, &info));
+        }
+    }
+    println!();
+    output::conditions_table(&st.conditions);
     Ok(())
 }

@@ -159,3 +159,57 @@ pub async fn routes(
     output::table(&["NAME", "URL", "READY"], &rows);
     Ok(())
 }
+
+/// Deletes revisions by name, or with `prune` every revision of that service no route sends
+/// traffic to and that is not its configuration's latest.
+pub async fn delete_revisions(
+    client: &Client,
+    namespace: &str,
+    names: &[String],
+    prune: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut targets: Vec<String> = names.to_vec();
+    if let Some(service) = prune {
+        let Some(Object::Service(svc)) =
+            client.get(ObjectKind::Service, namespace, service).await?
+        else {
+            anyhow::bail!("service '{service}' not found in namespace '{namespace}'");
+        };
+        let st = svc.status.unwrap_or_default();
+        let keep: Vec<String> = st
+            .route
+            .traffic
+            .iter()
+            .filter_map(|t| t.revision_name.clone())
+            .chain(st.configuration.latest_created_revision_name)
+            .chain(st.configuration.latest_ready_revision_name)
+            .collect();
+        for obj in client.list(ObjectKind::Revision, Some(namespace)).await? {
+            let owned = obj
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(keys::SERVICE))
+                .map(String::as_str)
+                == Some(service);
+            if owned && !keep.iter().any(|k| k == obj.name()) {
+                targets.push(obj.name().to_owned());
+            }
+        }
+        if targets.is_empty() {
+            println!("No unreferenced revisions found.");
+            return Ok(());
+        }
+    }
+    for name in targets {
+        if client
+            .delete(ObjectKind::Revision, namespace, &name)
+            .await?
+        {
+            println!("Revision '{name}' deleted in namespace '{namespace}'.");
+        } else {
+            anyhow::bail!("revision '{name}' not found in namespace '{namespace}'");
+        }
+    }
+    Ok(())
+}
