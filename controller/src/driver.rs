@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_crds::config::Configs;
-use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_crds::config::{Configs, GcConfig};
+use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Store, StoreError, Workloads};
 use tokio::sync::watch;
 
 use crate::meta::controller_of;
-use crate::{configuration, revision, route, routing, service};
+use crate::{configuration, gc, revision, route, routing, service};
 
 /// The time written into condition transitions.
 pub fn now() -> String {
@@ -129,7 +129,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         // Revisions: workloads in step, status from what they report. A revision is reachable
         // while a route sends it traffic or it is its configuration's newest.
         let routes_now: Vec<Route> = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
-        let mut reachable: HashSet<(String, String)> = routes_now
+        let routed: HashSet<(String, String)> = routes_now
             .iter()
             .flat_map(|r| {
                 let ns = r.metadata.namespace.clone().unwrap_or_default();
@@ -139,12 +139,12 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                     .filter_map(move |t| Some((ns.clone(), t.revision_name.clone()?)))
             })
             .collect();
+        let mut reachable = routed.clone();
         for cfg in &configs {
-            reachable.insert((
-                cfg.metadata.namespace.clone().unwrap_or_default(),
-                configuration::revision_name(cfg),
-            ));
+            let ns = cfg.metadata.namespace.clone().unwrap_or_default();
+            reachable.insert((ns, configuration::revision_name(cfg)));
         }
+        self.mark_routing_state(&mut revisions, &routed).await?;
         let live: HashSet<_> = revisions.iter().map(revision::key).collect();
         for key in self.workloads.keys() {
             if !live.contains(&key) {
@@ -175,6 +175,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
 
         let mut configs = configs;
+        self.collect_old_revisions(&configs, &revisions, &routed, &settings.gc)
+            .await?;
         for cfg in &mut configs {
             let status = configuration::status(cfg, &revisions);
             if cfg.status.as_ref() != Some(&status) {
@@ -231,6 +233,75 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             *current = Arc::new(snapshot);
             true
         });
+        Ok(())
+    }
+
+    /// Keeps Knative's `routingState` label (`active` while a route sends traffic, else
+    /// `reserve`) and the time it last changed, which GC reads as the last-active time.
+    async fn mark_routing_state(
+        &self,
+        revisions: &mut [Revision],
+        routed: &HashSet<(String, String)>,
+    ) -> Result<(), StoreError> {
+        for rev in revisions.iter_mut() {
+            let id = (
+                rev.metadata.namespace.clone().unwrap_or_default(),
+                rev.metadata.name.clone().unwrap_or_default(),
+            );
+            let want = if routed.contains(&id) {
+                "active"
+            } else {
+                "reserve"
+            };
+            let labels = rev.metadata.labels.get_or_insert_with(Default::default);
+            if labels.get(keys::ROUTING_STATE).map(String::as_str) == Some(want) {
+                continue;
+            }
+            labels.insert(keys::ROUTING_STATE.to_owned(), want.to_owned());
+            rev.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(gc::ROUTING_STATE_MODIFIED.to_owned(), now());
+            let mut next = rev.clone();
+            next.metadata.resource_version = None;
+            if let Object::Revision(stored) = self.store.update(Object::Revision(next)).await? {
+                *rev = stored;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes each configuration's revisions that config-gc says are garbage.
+    async fn collect_old_revisions(
+        &self,
+        configs: &[Configuration],
+        revisions: &[Revision],
+        routed: &HashSet<(String, String)>,
+        cfg: &GcConfig,
+    ) -> Result<(), StoreError> {
+        for config in configs {
+            let ns = config.metadata.namespace.clone().unwrap_or_default();
+            let own: Vec<Revision> = revisions
+                .iter()
+                .filter(|r| {
+                    configuration::owns(config, r) && r.metadata.namespace.as_deref() == Some(&ns)
+                })
+                .cloned()
+                .collect();
+            let mut protected: HashSet<String> = own
+                .iter()
+                .filter_map(|r| r.metadata.name.clone())
+                .filter(|n| routed.contains(&(ns.clone(), n.clone())))
+                .collect();
+            protected.insert(configuration::revision_name(config));
+            let st = config.status.clone().unwrap_or_default();
+            protected.extend(st.fields.latest_ready_revision_name);
+            protected.extend(st.fields.latest_created_revision_name);
+            for name in gc::collect(&own, &protected, cfg, jiff::Timestamp::now()) {
+                tracing::info!(revision = %name, "Garbage-collecting revision (config-gc).");
+                self.store.delete(ObjectKind::Revision, &ns, &name).await?;
+            }
+        }
         Ok(())
     }
 

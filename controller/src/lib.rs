@@ -4,6 +4,7 @@
 
 pub mod configuration;
 pub mod driver;
+pub mod gc;
 pub mod meta;
 pub mod revision;
 pub mod route;

@@ -167,3 +167,55 @@ fn admin_socket_is_owner_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {:o}", mode & 0o777);
 }
+
+#[test]
+fn config_gc_collects_old_revisions_but_never_routed_ones() {
+    let p = Platform::start();
+    let gc = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-gc\ndata:\n  min-non-active-revisions: \"0\"\n  max-non-active-revisions: \"1\"\n  retain-since-create-time: disabled\n  retain-since-last-active-time: disabled\n";
+    std::fs::write(p.home.path().join("config/config-gc.yaml"), gc).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let app = crate::harness::testapp().display().to_string();
+    p.ok(&[
+        "service", "create", "g", "--cmd", &app, "--arg", "env", "--env", "V=1",
+    ]);
+    p.ok(&[
+        "service",
+        "update",
+        "g",
+        "--env",
+        "V=2",
+        "--tag",
+        "g-00001=pinned",
+    ]);
+    p.ok(&["service", "update", "g", "--env", "V=3"]);
+    p.ok(&["service", "update", "g", "--env", "V=4"]);
+    let names = || {
+        let revs: serde_json::Value =
+            serde_json::from_str(&p.ok(&["revision", "list", "-o", "json"])).unwrap();
+        let mut n: Vec<String> = revs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    // g-00001 is routed by its tag; g-00004 is latest; of g-00002 and g-00003 one may stay.
+    p.eventually(Duration::from_secs(15), "old revisions collected", || {
+        names() == ["g-00001", "g-00003", "g-00004"]
+    });
+    let revs: serde_json::Value =
+        serde_json::from_str(&p.ok(&["revision", "list", "-o", "json"])).unwrap();
+    let state = |name: &str| {
+        revs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metadata"]["name"] == name)
+            .unwrap()["metadata"]["labels"]["serving.knative.dev/routingState"]
+            .clone()
+    };
+    assert_eq!(state("g-00001"), "active");
+    assert_eq!(state("g-00003"), "reserve");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sluice_crds::config::{
-    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, FeaturesConfig,
+    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, FeaturesConfig, GcConfig,
     NetworkConfig, parse_config_map,
 };
 use tokio::sync::watch;
@@ -51,6 +51,7 @@ pub fn load(dir: &Path, domain: &str) -> anyhow::Result<Configs> {
         network: NetworkConfig::parse(&get(FILES[2])).map_err(|e| at(FILES[2], e))?,
         domain: DomainConfig::parse(&get(FILES[3]), domain).map_err(|e| at(FILES[3], e))?,
         features: FeaturesConfig::parse(&get(FILES[5])).map_err(|e| at(FILES[5], e))?,
+        gc: GcConfig::parse(&get(FILES[4])).map_err(|e| at(FILES[4], e))?,
     })
 }
 

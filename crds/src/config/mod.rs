@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod defaults;
 pub mod domain;
 pub mod features;
+pub mod gc;
 pub mod network;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub use autoscaler::AutoscalerConfig;
 pub use defaults::DefaultsConfig;
 pub use domain::DomainConfig;
 pub use features::FeaturesConfig;
+pub use gc::GcConfig;
 pub use network::NetworkConfig;
 
 /// A config map's `data`.
@@ -47,6 +49,8 @@ pub struct Configs {
     pub domain: DomainConfig,
     /// config-features.
     pub features: FeaturesConfig,
+    /// config-gc.
+    pub gc: GcConfig,
 }
 
 /// Parses the YAML of a ConfigMap object (`kind: ConfigMap`, `data: {...}`) into its name and
