@@ -263,7 +263,7 @@ fn fill_remainder(
             } else {
                 t.revision_name.as_deref().unwrap_or_default()
             };
-            !named.iter().any(|n| n == key) && !(new_revision && is_latest(t))
+            !(named.iter().any(|n| n == key) || new_revision && is_latest(t))
         })
         .collect();
     let [missing] = left_out.as_slice() else {
