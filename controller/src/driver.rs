@@ -13,7 +13,7 @@ use sluice_platform::{Store, StoreError, Workloads};
 use tokio::sync::watch;
 
 use crate::meta::controller_of;
-use crate::{configuration, gc, revision, route, routing, service};
+use crate::{configuration, gc, revision, rollout, route, routing, service};
 
 /// The time written into condition transitions.
 pub fn now() -> String {
@@ -77,15 +77,19 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         let mut workload_changes = self.workloads.changes();
         tokio::pin!(shutdown);
         loop {
-            if let Err(error) = self.reconcile_all().await {
-                tracing::warn!(%error, "Reconcile pass failed; retrying.");
-            }
+            let requeue = match self.reconcile_all().await {
+                Ok(requeue) => requeue.unwrap_or(Duration::from_secs(5)),
+                Err(error) => {
+                    tracing::warn!(%error, "Reconcile pass failed; retrying.");
+                    Duration::from_secs(1)
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = store_changes.changed() => {}
                 _ = workload_changes.changed() => {}
                 _ = self.settings.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                () = tokio::time::sleep(requeue) => {}
             }
             // Coalesce a burst of changes into one pass.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -94,8 +98,9 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
     }
 
-    /// One full pass over every object.
-    pub async fn reconcile_all(&self) -> Result<(), StoreError> {
+    /// One full pass over every object; returns how soon a timed change (a rollout step) needs
+    /// the next pass.
+    pub async fn reconcile_all(&self) -> Result<Option<Duration>, StoreError> {
         let settings = self.settings.borrow().clone();
         let services: Vec<Service> =
             typed!(self.store.list(ObjectKind::Service, None).await?, Service);
@@ -188,12 +193,28 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
 
         let mut routes: Vec<Route> = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
+        let mut requeue: Option<Duration> = None;
         for rt in &mut routes {
             let domain = settings
                 .domain
                 .domain_for(&crate::meta::labels(&rt.metadata))
                 .to_owned();
-            let status = route::status(rt, &configs, &revisions, &settings.network, &domain);
+            let now = jiff::Timestamp::now();
+            let rolling = self
+                .sync_rollout(rt, &configs, &settings.network, now)
+                .await?;
+            if let Some(step) = rolling.as_ref().and_then(|r| r.next_step(now)) {
+                requeue = Some(requeue.map_or(step, |d: Duration| d.min(step)));
+            }
+            let status = route::status(
+                rt,
+                &configs,
+                &revisions,
+                &settings.network,
+                &domain,
+                rolling.as_ref(),
+                now,
+            );
             if rt.status.as_ref() != Some(&status) {
                 rt.status = Some(status);
                 self.store.update_status(Object::Route(rt.clone())).await?;
@@ -233,7 +254,73 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             *current = Arc::new(snapshot);
             true
         });
-        Ok(())
+        Ok(requeue)
+    }
+
+    /// Starts, keeps or ends the route's gradual rollout, recording it on the route.
+    async fn sync_rollout(
+        &self,
+        rt: &mut Route,
+        configs: &[Configuration],
+        net: &sluice_crds::config::NetworkConfig,
+        now: jiff::Timestamp,
+    ) -> Result<Option<rollout::Rollout>, StoreError> {
+        let recorded = rollout::recorded(rt);
+        let ns = rt.metadata.namespace.clone();
+        let target = rt
+            .spec
+            .traffic
+            .iter()
+            .find_map(|t| t.configuration_name.clone());
+        let latest = target.as_ref().and_then(|name| {
+            configs
+                .iter()
+                .find(|c| c.metadata.namespace == ns && c.metadata.name.as_ref() == Some(name))
+                .and_then(|c| c.status.as_ref()?.fields.latest_ready_revision_name.clone())
+        });
+        let next = match (&target, &latest) {
+            (Some(cfg), Some(latest)) => {
+                let status_traffic = rt
+                    .status
+                    .as_ref()
+                    .map(|s| s.fields.traffic.as_slice())
+                    .unwrap_or(&[]);
+                let previous = status_traffic
+                    .iter()
+                    .find(|t| t.latest_revision == Some(true))
+                    .and_then(|t| t.revision_name.as_deref());
+                rollout::next(
+                    recorded.clone(),
+                    cfg,
+                    previous,
+                    latest,
+                    rollout::duration(rt, net),
+                    now,
+                )
+            }
+            _ => None,
+        };
+        if next != recorded {
+            let annotations = rt.metadata.annotations.get_or_insert_with(Default::default);
+            match &next {
+                Some(r) => {
+                    tracing::info!(route = rt.metadata.name.as_deref().unwrap_or(""), from = %r.from, to = %r.to, seconds = r.duration_seconds, "Gradual rollout.");
+                    annotations.insert(
+                        rollout::ANNOTATION.to_owned(),
+                        serde_json::to_string(r).expect("rollouts serialize"),
+                    );
+                }
+                None => {
+                    annotations.remove(rollout::ANNOTATION);
+                }
+            }
+            let mut update = rt.clone();
+            update.metadata.resource_version = None;
+            if let Object::Route(stored) = self.store.update(Object::Route(update)).await? {
+                *rt = stored;
+            }
+        }
+        Ok(next)
     }
 
     /// Keeps Knative's `routingState` label (`active` while a route sends traffic, else
@@ -323,8 +410,22 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 }
                 Some(_) => {}
             }
-            let want = service::desired_route(svc);
-            match self.store.get(ObjectKind::Route, ns, name).await? {
+            let mut want = service::desired_route(svc);
+            let have = self.store.get(ObjectKind::Route, ns, name).await?;
+            // The rollout in progress is the route's own state, not the service's intent.
+            if let Some(Object::Route(have)) = &have
+                && let Some(r) = have
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(rollout::ANNOTATION))
+            {
+                want.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(rollout::ANNOTATION.to_owned(), r.clone());
+            }
+            match have {
                 None => {
                     self.store.create(Object::Route(want)).await?;
                 }

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod gc;
 pub mod meta;
 pub mod revision;
+pub mod rollout;
 pub mod route;
 pub mod routing;
 pub mod service;

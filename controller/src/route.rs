@@ -7,6 +7,8 @@ use sluice_crds::config::NetworkConfig;
 use sluice_crds::route::{Addressable, RouteStatusFields};
 use sluice_crds::{Configuration, Revision, Route, RouteStatus, TrafficTarget};
 
+use crate::rollout::Rollout;
+
 /// Why a target could not be resolved: Unknown while waiting, False when it cannot work.
 struct Unresolved {
     waiting: bool,
@@ -96,6 +98,8 @@ pub fn status(
     revisions: &[Revision],
     net: &NetworkConfig,
     domain: &str,
+    rollout: Option<&Rollout>,
+    now: jiff::Timestamp,
 ) -> RouteStatus {
     let name = route.metadata.name.as_deref().unwrap_or_default();
     let namespace = route.metadata.namespace.as_deref().unwrap_or("default");
@@ -104,16 +108,27 @@ pub fn status(
     let mut problem: Option<Unresolved> = None;
     for t in &route.spec.traffic {
         match resolve_target(t, namespace, configs, revisions) {
-            Ok(rev) => traffic.push(TrafficTarget {
-                tag: t.tag.clone(),
-                revision_name: Some(rev),
-                configuration_name: None,
-                latest_revision: t.latest_revision,
-                percent: t.percent,
-                url: t.tag.as_ref().map(|tag| {
-                    format!("{scheme}://{}", net.tag_host(tag, name, namespace, domain))
-                }),
-            }),
+            Ok(rev) => {
+                let mut percent = t.percent;
+                let rolling = rollout.filter(|r| {
+                    r.active(now)
+                        && r.to == rev
+                        && t.configuration_name.as_deref() == Some(r.configuration_name.as_str())
+                });
+                if let (Some(r), Some(total)) = (rolling, t.percent) {
+                    let share = r.new_share(total, now);
+                    percent = Some(share);
+                    if total > share {
+                        traffic.push(TrafficTarget {
+                            revision_name: Some(r.from.clone()),
+                            latest_revision: Some(false),
+                            percent: Some(total - share),
+                            ..TrafficTarget::default()
+                        });
+                    }
+                }
+                traffic.push(target_status(t, rev, percent, net, name, namespace, domain));
+            }
             Err(u) => {
                 if problem.as_ref().is_none_or(|p| p.waiting && !u.waiting) {
                     problem = Some(u);
@@ -122,6 +137,7 @@ pub fn status(
         }
     }
     let previous = route.status.clone().unwrap_or_default();
+    let rolling = rollout.is_some_and(|r| r.active(now));
     let (assigned, traffic) = match problem {
         None => (Condition::true_("AllTrafficAssigned"), traffic),
         Some(u) => {
@@ -133,7 +149,13 @@ pub fn status(
             (c, previous.fields.traffic.clone())
         }
     };
-    let ingress = if assigned.is_true() {
+    let ingress = if rolling && assigned.is_true() {
+        Condition::unknown(
+            "IngressReady",
+            "RolloutInProgress",
+            "A gradual rollout of the latest revision(s) is in progress.",
+        )
+    } else if assigned.is_true() {
         Condition::true_("IngressReady")
     } else {
         Condition::unknown(
@@ -159,6 +181,30 @@ pub fn status(
             }),
             traffic,
         },
+    }
+}
+
+/// A resolved target as status reports it.
+fn target_status(
+    t: &TrafficTarget,
+    rev: String,
+    percent: Option<i64>,
+    net: &NetworkConfig,
+    name: &str,
+    namespace: &str,
+    domain: &str,
+) -> TrafficTarget {
+    let scheme = &net.default_external_scheme;
+    TrafficTarget {
+        tag: t.tag.clone(),
+        revision_name: Some(rev),
+        configuration_name: None,
+        latest_revision: t.latest_revision,
+        percent,
+        url: t
+            .tag
+            .as_ref()
+            .map(|tag| format!("{scheme}://{}", net.tag_host(tag, name, namespace, domain))),
     }
 }
 
@@ -220,7 +266,15 @@ mod tests {
             pinned("hello-00002", 0, Some("green")),
         ]);
         let revs = [revision("hello-00001", true), revision("hello-00002", true)];
-        let st = status(&r, &[], &revs, &NetworkConfig::default(), "localhost");
+        let st = status(
+            &r,
+            &[],
+            &revs,
+            &NetworkConfig::default(),
+            "localhost",
+            None,
+            jiff::Timestamp::now(),
+        );
         assert!(condition::is_ready(&st.conditions));
         assert_eq!(
             st.fields.url.as_deref(),
@@ -252,6 +306,8 @@ mod tests {
             &[revision("hello-00001", true)],
             &NetworkConfig::default(),
             "localhost",
+            None,
+            jiff::Timestamp::now(),
         );
         let c = condition::find(&st.conditions, "Ready").unwrap();
         assert_eq!(c.reason.as_deref(), Some("RevisionMissing"));
@@ -278,6 +334,8 @@ mod tests {
             &[],
             &NetworkConfig::default(),
             "localhost",
+            None,
+            jiff::Timestamp::now(),
         );
         let c = condition::find(&st.conditions, "Ready").unwrap();
         assert_eq!(c.status, sluice_crds::ConditionStatus::Unknown);

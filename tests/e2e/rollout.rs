@@ -82,3 +82,52 @@ fn updates_under_constant_load_fail_no_request() {
     assert!(ok >= 3500, "only {ok} requests in 20 s at 200/s");
     assert!(seen.contains("v1") && seen.contains("v3"), "{seen:?}");
 }
+
+#[test]
+fn gradual_rollout_moves_traffic_in_steps() {
+    let p = Platform::start();
+    let yaml = |target: &str| {
+        crate::harness::service_yaml("gradual", "env", "m-gradual", target, "")
+            .replace("metadata:\n  name: gradual\n", "metadata:\n  name: gradual\n  annotations:\n    serving.knative.dev/rollout-duration: \"10s\"\n")
+    };
+    assert!(p.apply(&yaml("v1")).status.success());
+    p.eventually(Duration::from_secs(10), "v1 ready", || {
+        p.is_ready("gradual")
+    });
+    assert!(p.apply(&yaml("v2")).status.success());
+    let start = Instant::now();
+    let mut client = KeepAlive::connect(p.port);
+    let mut shares = Vec::new();
+    let mut saw_in_progress = false;
+    while start.elapsed() < Duration::from_secs(16) {
+        let counts = crate::harness::count_targets(&mut client, "gradual.default.localhost", 40);
+        shares.push((
+            start.elapsed().as_secs_f32(),
+            counts.get("v2").copied().unwrap_or(0) * 100 / 40,
+        ));
+        let svc = p.service_json("gradual");
+        saw_in_progress |= svc["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["type"] == "Ready"
+                    && c["status"] == "Unknown"
+                    && c["message"] == "A gradual rollout of the latest revision(s) is in progress."
+            });
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    eprintln!("v2 share over time: {shares:?}");
+    assert!(
+        shares.iter().any(|(_, s)| *s > 5 && *s < 95),
+        "no intermediate split: {shares:?}"
+    );
+    assert_eq!(shares.last().unwrap().1, 100, "{shares:?}");
+    assert!(
+        saw_in_progress,
+        "Ready never said the rollout was in progress"
+    );
+    p.eventually(Duration::from_secs(5), "ready after the rollout", || {
+        p.is_ready("gradual")
+    });
+}
