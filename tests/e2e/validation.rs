@@ -65,3 +65,38 @@ fn invalid_manifests_are_rejected_and_store_nothing() {
     assert_eq!(p.ok(&["service", "list"]).trim(), "No services found.");
     assert_eq!(p.ok(&["revision", "list"]).trim(), "No revisions found.");
 }
+
+#[test]
+fn byo_revision_names_must_change_with_the_template() {
+    let p = Platform::start();
+    let named = |target: &str, revision: &str| {
+        service_yaml("byo", "env", "m-byo", target, "").replace(
+            "  template:\n    spec:\n",
+            &format!("  template:\n    metadata:\n      name: {revision}\n    spec:\n"),
+        )
+    };
+    assert!(p.apply(&named("one", "byo-first")).status.success());
+    p.eventually(std::time::Duration::from_secs(10), "byo ready", || {
+        p.is_ready("byo")
+    });
+    let before = p.service_json("byo")["spec"].clone();
+    rejected(
+        &p,
+        &named("two", "byo-first"),
+        "spec.template.metadata.name",
+    );
+    rejected(&p, &named("two", "other-name"), "must have prefix \"byo-\"");
+    assert_eq!(p.service_json("byo")["spec"], before);
+    assert!(p.apply(&named("two", "byo-second")).status.success());
+    p.eventually(
+        std::time::Duration::from_secs(10),
+        "byo-second serves",
+        || {
+            p.get("byo.default.localhost", "/")
+                .1
+                .contains("K_REVISION=byo-second\n")
+        },
+    );
+    let describe = p.ok(&["service", "describe", "byo"]);
+    assert!(describe.contains("@latest (byo-second)"), "{describe}");
+}

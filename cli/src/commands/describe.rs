@@ -147,6 +147,17 @@ pub async fn service(
                 rst.desired_replicas.unwrap_or(0)
             );
         }
+        // Unlike kn, show where each tag answers.
+        for t in st
+            .route
+            .traffic
+            .iter()
+            .filter(|t| t.revision_name.as_deref() == Some(rev_name.as_str()))
+        {
+            if let (Some(tag), Some(url)) = (&t.tag, &t.url) {
+                println!("        URL #{tag}:  {}", local_url(url, &info));
+            }
+        }
     }
     println!();
     output::conditions_table(&st.conditions);
