@@ -253,14 +253,7 @@ pub async fn run(
 /// `SLUICE_ROUTING_SOCKET`, listening on `ACTIVATOR_PORT` (8080) at `ACTIVATOR_BIND_ADDRESS`
 /// (127.0.0.1).
 pub fn main_from_env() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    sluice_queue_proxy::init_logging();
     let Some(socket) = std::env::var_os("SLUICE_ROUTING_SOCKET") else {
         eprintln!(
             "activator: environment variable SLUICE_ROUTING_SOCKET: missing (the daemon's admin socket)"

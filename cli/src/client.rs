@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use sluice_crds::{Object, ObjectKind};
+use sluice_crds::{Object, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::local::uds::{self, UdsError};
 
 use crate::home::Home;
@@ -104,6 +104,65 @@ impl Client {
             .into_iter()
             .map(|v| Object::from_json(kind, v).map_err(Into::into))
             .collect()
+    }
+
+    /// Services in a namespace.
+    pub async fn services(&self, namespace: &str) -> anyhow::Result<Vec<Service>> {
+        let objs = self.list(ObjectKind::Service, Some(namespace)).await?;
+        Ok(objs
+            .into_iter()
+            .filter_map(|o| {
+                if let Object::Service(x) = o {
+                    Some(x)
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Revisions in a namespace, of one service when `service` is given.
+    pub async fn revisions(
+        &self,
+        namespace: &str,
+        service: Option<&str>,
+    ) -> anyhow::Result<Vec<Revision>> {
+        let objs = self.list(ObjectKind::Revision, Some(namespace)).await?;
+        Ok(objs
+            .into_iter()
+            .filter_map(|o| {
+                if let Object::Revision(x) = o {
+                    Some(x)
+                } else {
+                    None
+                }
+            })
+            .filter(|r| {
+                service.is_none_or(|s| {
+                    r.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(keys::SERVICE))
+                        .map(String::as_str)
+                        == Some(s)
+                })
+            })
+            .collect())
+    }
+
+    /// Routes in a namespace.
+    pub async fn routes(&self, namespace: &str) -> anyhow::Result<Vec<Route>> {
+        let objs = self.list(ObjectKind::Route, Some(namespace)).await?;
+        Ok(objs
+            .into_iter()
+            .filter_map(|o| {
+                if let Object::Route(x) = o {
+                    Some(x)
+                } else {
+                    None
+                }
+            })
+            .collect())
     }
 
     /// One object, if it exists.

@@ -157,17 +157,6 @@ enum RouteCommand {
     },
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
     let client = Client::new(&home);
@@ -179,13 +168,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Quickstart { up: args } => {
-            init_logging();
+            sluice_queue_proxy::init_logging();
             commands::quickstart::run(up(args)).await
         }
         Command::Local {
             command: LocalCommand::Up { up: args },
         } => {
-            init_logging();
+            sluice_queue_proxy::init_logging();
             daemon::run(up(args), None, sluice_queue_proxy::terminate_signal()).await
         }
         Command::Apply { file, wait } => commands::apply::apply(&client, ns, &file, wait).await,

@@ -350,14 +350,7 @@ pub async fn run(
 /// environment, listeners on loopback unless `QUEUE_BIND_ADDRESS` says otherwise, SIGTERM or
 /// SIGINT to drain.
 pub fn main_from_env() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let cfg = match Config::from_env(&config::ProcessEnv) {
         Ok(cfg) => cfg,
         Err(error) => {
@@ -393,6 +386,19 @@ pub fn main_from_env() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr, filtered by `$SLUICE_LOG` (default `info`), plain when not a terminal.
+/// Every Sluice binary logs this way.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -68,7 +68,10 @@ fn blue_green_walkthrough_with_the_cli() {
     );
 
     let describe = p.ok(&["service", "describe", "demo"]);
-    assert!(describe.contains("URL #green:  http://green-demo.default.localhost:"), "{describe}");
+    assert!(
+        describe.contains("URL #green:  http://green-demo.default.localhost:"),
+        "{describe}"
+    );
     p.ok(&["service", "update", "demo", "--traffic", "blue=50,green=50"]);
     let split = count_targets(&mut c, "demo.default.localhost", 200);
     assert!(

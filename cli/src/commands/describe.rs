@@ -8,6 +8,27 @@ use super::output::{self, Format};
 use super::service::local_url;
 use crate::client::Client;
 
+/// Gets an object for describing: `None` once it was printed as JSON/YAML.
+async fn fetch(
+    client: &Client,
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+    format: Option<Format>,
+) -> anyhow::Result<Option<Object>> {
+    let Some(obj) = client.get(kind, namespace, name).await? else {
+        bail!(
+            "{} '{name}' not found in namespace '{namespace}'",
+            kind.as_str().to_lowercase()
+        );
+    };
+    if let Some(format) = format {
+        output::print(format, &obj.to_json())?;
+        return Ok(None);
+    }
+    Ok(Some(obj))
+}
+
 /// Prints a service as kn does, or as JSON/YAML.
 pub async fn service(
     client: &Client,
@@ -15,12 +36,9 @@ pub async fn service(
     name: &str,
     format: Option<Format>,
 ) -> anyhow::Result<()> {
-    let Some(obj) = client.get(ObjectKind::Service, namespace, name).await? else {
-        bail!("service '{name}' not found in namespace '{namespace}'");
+    let Some(obj) = fetch(client, ObjectKind::Service, namespace, name, format).await? else {
+        return Ok(());
     };
-    if let Some(format) = format {
-        return output::print(format, &obj.to_json());
-    }
     let Object::Service(svc) = obj else {
         unreachable!("asked for a service")
     };
@@ -38,23 +56,7 @@ pub async fn service(
             .unwrap_or_default()
     );
     println!();
-    let revisions: Vec<Revision> = client
-        .list(ObjectKind::Revision, Some(namespace))
-        .await?
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Revision(r) => Some(r),
-            _ => None,
-        })
-        .filter(|r| {
-            r.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(sluice_crds::keys::SERVICE))
-                .map(String::as_str)
-                == Some(name)
-        })
-        .collect();
+    let revisions = client.revisions(namespace, Some(name)).await?;
     let latest_ready = st.configuration.latest_ready_revision_name.clone();
     let latest_created = st.configuration.latest_created_revision_name.clone();
     let mut shown: Vec<(String, i64, Vec<String>, bool)> = Vec::new();
@@ -176,12 +178,9 @@ pub async fn revision(
     name: &str,
     format: Option<Format>,
 ) -> anyhow::Result<()> {
-    let Some(obj) = client.get(ObjectKind::Revision, namespace, name).await? else {
-        bail!("revision '{name}' not found in namespace '{namespace}'");
+    let Some(obj) = fetch(client, ObjectKind::Revision, namespace, name, format).await? else {
+        return Ok(());
     };
-    if let Some(format) = format {
-        return output::print(format, &obj.to_json());
-    }
     let Object::Revision(rev) = obj else {
         unreachable!("asked for a revision")
     };
@@ -246,12 +245,9 @@ pub async fn route(
     name: &str,
     format: Option<Format>,
 ) -> anyhow::Result<()> {
-    let Some(obj) = client.get(ObjectKind::Route, namespace, name).await? else {
-        bail!("route '{name}' not found in namespace '{namespace}'");
+    let Some(obj) = fetch(client, ObjectKind::Route, namespace, name, format).await? else {
+        return Ok(());
     };
-    if let Some(format) = format {
-        return output::print(format, &obj.to_json());
-    }
     let Object::Route(route) = obj else {
         unreachable!("asked for a route")
     };

@@ -102,23 +102,7 @@ pub async fn run(
     let Some(Object::Service(svc)) = client.get(ObjectKind::Service, namespace, name).await? else {
         bail!("service '{name}' not found in namespace '{namespace}'");
     };
-    let revisions: Vec<Revision> = client
-        .list(ObjectKind::Revision, Some(namespace))
-        .await?
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Revision(r) => Some(r),
-            _ => None,
-        })
-        .filter(|r| {
-            r.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(keys::SERVICE))
-                .map(String::as_str)
-                == Some(name)
-        })
-        .collect();
+    let revisions = client.revisions(namespace, Some(name)).await?;
     let docs: Vec<serde_json::Value> = documents(&svc, &revisions)
         .into_iter()
         .map(|d| Object::Service(d).to_json())

@@ -15,25 +15,7 @@ pub async fn revisions(
     service: Option<&str>,
     format: Option<Format>,
 ) -> anyhow::Result<()> {
-    let mut revs: Vec<_> = client
-        .list(ObjectKind::Revision, Some(namespace))
-        .await?
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Revision(r) => Some(r),
-            _ => None,
-        })
-        .filter(|r| {
-            service.is_none_or(|s| {
-                r.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(keys::SERVICE))
-                    .map(String::as_str)
-                    == Some(s)
-            })
-        })
-        .collect();
+    let mut revs = client.revisions(namespace, service).await?;
     if let Some(format) = format {
         let values = revs
             .into_iter()
@@ -119,15 +101,7 @@ pub async fn routes(
     namespace: &str,
     format: Option<Format>,
 ) -> anyhow::Result<()> {
-    let routes: Vec<_> = client
-        .list(ObjectKind::Route, Some(namespace))
-        .await?
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Route(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let routes = client.routes(namespace).await?;
     if let Some(format) = format {
         let values = routes
             .into_iter()

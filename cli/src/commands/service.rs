@@ -360,13 +360,9 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
         }
         ServiceCommand::List { name, output } => {
             let items: Vec<Service> = client
-                .list(ObjectKind::Service, Some(namespace))
+                .services(namespace)
                 .await?
                 .into_iter()
-                .filter_map(|o| match o {
-                    Object::Service(s) => Some(s),
-                    _ => None,
-                })
                 .filter(|s| {
                     name.as_deref()
                         .is_none_or(|n| s.metadata.name.as_deref() == Some(n))

@@ -105,6 +105,16 @@ impl SqliteStore {
         body.map(|b| decode(kind, &b)).transpose()
     }
 
+    fn read_existing(tx: &Connection, obj: &Object) -> Result<Object, StoreError> {
+        Self::read(tx, obj.kind(), obj.namespace(), obj.name())?.ok_or_else(|| {
+            StoreError::NotFound {
+                kind: obj.kind(),
+                namespace: obj.namespace().to_owned(),
+                name: obj.name().to_owned(),
+            }
+        })
+    }
+
     fn bump(tx: &Connection) -> Result<u64, StoreError> {
         tx.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'resource_version' RETURNING value",
@@ -222,14 +232,7 @@ impl Store for SqliteStore {
 
     async fn update(&self, obj: Object) -> Result<Object, StoreError> {
         let out = self.with_tx(|tx| {
-            let stored =
-                Self::read(tx, obj.kind(), obj.namespace(), obj.name())?.ok_or_else(|| {
-                    StoreError::NotFound {
-                        kind: obj.kind(),
-                        namespace: obj.namespace().to_owned(),
-                        name: obj.name().to_owned(),
-                    }
-                })?;
+            let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let mut next = with_part(&obj, &stored, "status")?;
             let spec_changed = part(&stored, "spec") != part(&next, "spec");
@@ -262,14 +265,7 @@ impl Store for SqliteStore {
 
     async fn update_status(&self, obj: Object) -> Result<Object, StoreError> {
         let out = self.with_tx(|tx| {
-            let stored =
-                Self::read(tx, obj.kind(), obj.namespace(), obj.name())?.ok_or_else(|| {
-                    StoreError::NotFound {
-                        kind: obj.kind(),
-                        namespace: obj.namespace().to_owned(),
-                        name: obj.name().to_owned(),
-                    }
-                })?;
+            let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let mut next = with_part(&stored, &obj, "status")?;
             if next == stored {
