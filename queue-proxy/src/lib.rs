@@ -72,7 +72,8 @@ struct State {
     last_request_ms: AtomicU64,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+/// A plain-text response (the body of every error Sluice's proxies answer themselves).
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(body.into())
             .map_err(|never| match never {})

@@ -115,6 +115,22 @@ impl SqliteStore {
         })
     }
 
+    /// Stores `next` under a new resourceVersion unless it equals `stored`; returns the object
+    /// now stored and the new version, if one was written.
+    fn write_if_changed(
+        tx: &Connection,
+        stored: Object,
+        mut next: Object,
+    ) -> Result<(Object, Option<u64>), StoreError> {
+        if next == stored {
+            return Ok((stored, None));
+        }
+        let rv = Self::bump(tx)?;
+        next.meta_mut().resource_version = Some(rv.to_string());
+        Self::write(tx, &next)?;
+        Ok((next, Some(rv)))
+    }
+
     fn bump(tx: &Connection) -> Result<u64, StoreError> {
         tx.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'resource_version' RETURNING value",
@@ -249,13 +265,7 @@ impl Store for SqliteStore {
                     generation
                 });
             }
-            if next == stored {
-                return Ok((stored, None));
-            }
-            let rv = Self::bump(tx)?;
-            next.meta_mut().resource_version = Some(rv.to_string());
-            Self::write(tx, &next)?;
-            Ok((next, Some(rv)))
+            Self::write_if_changed(tx, stored, next)
         })?;
         if let Some(rv) = out.1 {
             self.notify(rv);
@@ -267,14 +277,8 @@ impl Store for SqliteStore {
         let out = self.with_tx(|tx| {
             let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
-            let mut next = with_part(&stored, &obj, "status")?;
-            if next == stored {
-                return Ok((stored, None));
-            }
-            let rv = Self::bump(tx)?;
-            next.meta_mut().resource_version = Some(rv.to_string());
-            Self::write(tx, &next)?;
-            Ok((next, Some(rv)))
+            let next = with_part(&stored, &obj, "status")?;
+            Self::write_if_changed(tx, stored, next)
         })?;
         if let Some(rv) = out.1 {
             self.notify(rv);
