@@ -81,9 +81,10 @@ fn kill9_of_the_daemon_then_restart_brings_services_back() {
     };
 
     p.kill9();
-    assert!(
-        processes_with("m-crash-1").is_empty(),
-        "user process survived kill -9 of its daemon"
+    p.eventually(
+        Duration::from_secs(5),
+        "user process dies with its daemon",
+        || processes_with("m-crash-1").is_empty(),
     );
     p.up();
     p.eventually(
