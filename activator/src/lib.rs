@@ -16,7 +16,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Either, Empty};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -69,7 +70,7 @@ impl Routes {
 
 struct State {
     routes: Arc<Routes>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, UpstreamBody>,
 }
 
 fn request_host(req: &Request<Incoming>) -> String {
@@ -159,7 +160,12 @@ async fn handle(
         ));
     };
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let path = path_and_query.as_str();
     parts.uri = Uri::builder()
         .scheme("http")
         .authority(addr.to_string())
@@ -185,8 +191,62 @@ async fn handle(
     if !h.contains_key(X_FORWARDED_PROTO) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    let req = Request::from_parts(parts, body);
-    match tokio::time::timeout_at(deadline, state.client.request(req)).await {
+    // A request without a body can go to another replica when no connection could be made:
+    // nothing of it was sent.
+    let retry_head = body
+        .is_end_stream()
+        .then(|| (parts.method.clone(), parts.version, parts.headers.clone()));
+    let mut req = Request::from_parts(parts, Either::Left(body));
+    let (mut addr, mut load, mut tried) = (addr, load, Vec::new());
+    loop {
+        let result = tokio::time::timeout_at(deadline, state.client.request(req)).await;
+        let Ok(Err(error)) = &result else {
+            break finish(result, &key, addr, load, deadline);
+        };
+        let Some((method, version, headers)) = retry_head.as_ref().filter(|_| error.is_connect())
+        else {
+            break finish(result, &key, addr, load, deadline);
+        };
+        tried.push(addr);
+        let Some(next) = rev
+            .pick_excluding(&tried)
+            .filter(|_| tried.len() <= CONNECT_RETRIES)
+        else {
+            break finish(result, &key, addr, load, deadline);
+        };
+        tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
+        (addr, load) = next;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(path_and_query.as_str())
+            .build();
+        let mut retry = Request::new(Either::Right(Empty::new()));
+        *retry.method_mut() = method.clone();
+        *retry.version_mut() = *version;
+        *retry.headers_mut() = headers.clone();
+        *retry.uri_mut() = uri.unwrap_or_else(|_| Uri::from_static("/"));
+        req = retry;
+    }
+}
+
+/// How many other replicas a bodiless request tries when a connection cannot be made.
+const CONNECT_RETRIES: usize = 2;
+
+/// The request body sent upstream: the client's, or empty on a retry.
+type UpstreamBody = Either<Incoming, Empty<bytes::Bytes>>;
+
+fn finish(
+    result: Result<
+        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    key: &sluice_platform::RevisionKey,
+    addr: SocketAddr,
+    load: table::EndpointLoad,
+    deadline: Instant,
+) -> Result<Response<Body>, Infallible> {
+    match result {
         Err(_) => Ok(text(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
         Ok(Err(error)) => {
             tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");

@@ -49,14 +49,27 @@ impl Revision {
     /// Picks the less loaded of two random endpoints (power of two choices) and counts the
     /// request against it; `None` when no endpoint is ready.
     pub fn pick(&self) -> Option<(SocketAddr, EndpointLoad)> {
-        let n = self.endpoints.len();
+        self.pick_excluding(&[])
+    }
+
+    /// [`Revision::pick`] among the endpoints not in `excluded` (those that just failed).
+    pub fn pick_excluding(&self, excluded: &[SocketAddr]) -> Option<(SocketAddr, EndpointLoad)> {
+        let live: Vec<&Arc<Endpoint>> = if excluded.is_empty() {
+            self.endpoints.iter().collect()
+        } else {
+            self.endpoints
+                .iter()
+                .filter(|e| !excluded.contains(&e.addr))
+                .collect()
+        };
+        let n = live.len();
         let chosen = match n {
             0 => return None,
-            1 => &self.endpoints[0],
+            1 => live[0],
             _ => {
                 let a = fastrand::usize(..n);
                 let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                let (ea, eb) = (live[a], live[b]);
                 if eb.load() < ea.load() { eb } else { ea }
             }
         };
