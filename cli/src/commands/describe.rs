@@ -8,6 +8,20 @@ use super::output::{self, Format};
 use super::service::local_url;
 use crate::client::Client;
 
+/// Prints a container's image (if any) and command line, labels padded to `width`.
+fn print_container(c: &sluice_crds::Container, indent: &str, width: usize) {
+    if let Some(image) = &c.image {
+        println!("{indent}{:<width$}{image}", "Image:");
+    }
+    let command: Vec<&str> = c
+        .command
+        .iter()
+        .chain(&c.args)
+        .map(String::as_str)
+        .collect();
+    println!("{indent}{:<width$}{}", "Command:", command.join(" "));
+}
+
 /// Gets an object for describing: `None` once it was printed as JSON/YAML.
 async fn fetch(
     client: &Client,
@@ -131,16 +145,7 @@ pub async fn service(
                 println!("        Error:     {reason}");
             }
             if let Some(c) = r.spec.serving_container() {
-                if let Some(image) = &c.image {
-                    println!("        Image:     {image}");
-                }
-                let command: Vec<&str> = c
-                    .command
-                    .iter()
-                    .chain(&c.args)
-                    .map(String::as_str)
-                    .collect();
-                println!("        Command:   {}", command.join(" "));
+                print_container(c, "        ", 11);
             }
             let rst = r.status.clone().unwrap_or_default();
             println!(
@@ -196,16 +201,7 @@ pub async fn revision(
     println!("Namespace:    {namespace}");
     println!("Age:          {}", output::age(&rev.metadata));
     if let Some(c) = rev.spec.serving_container() {
-        if let Some(image) = &c.image {
-            println!("Image:        {image}");
-        }
-        let command: Vec<&str> = c
-            .command
-            .iter()
-            .chain(&c.args)
-            .map(String::as_str)
-            .collect();
-        println!("Command:      {}", command.join(" "));
+        print_container(c, "", 14);
         if !c.env.is_empty() {
             let env: Vec<String> = c
                 .env
