@@ -73,7 +73,9 @@ struct State {
     client: Client<HttpConnector, UpstreamBody>,
 }
 
-fn request_host(req: &Request<Incoming>) -> String {
+/// The request's host without port or trailing dot, lowercased; borrowed unless it had
+/// uppercase letters.
+fn request_host(req: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
     let raw = req
         .headers()
         .get(HOST)
@@ -84,7 +86,12 @@ fn request_host(req: &Request<Incoming>) -> String {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => raw,
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// Waits until `rev` has a ready endpoint in the current table, up to `deadline`.
@@ -174,12 +181,8 @@ async fn handle(
         .unwrap_or_else(|_| Uri::from_static("/"));
     let h = &mut parts.headers;
     h.insert(K_PROXY_REQUEST, HeaderValue::from_static("activator"));
-    if let Ok(v) = HeaderValue::from_str(&rev.key.name) {
-        h.insert(KNATIVE_SERVING_REVISION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&rev.key.namespace) {
-        h.insert(KNATIVE_SERVING_NAMESPACE, v);
-    }
+    h.insert(KNATIVE_SERVING_REVISION, rev.headers.0.clone());
+    h.insert(KNATIVE_SERVING_NAMESPACE, rev.headers.1.clone());
     let client_ip = peer.ip().to_string();
     let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {client_ip}"),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use http::HeaderValue;
 use sluice_platform::routing::{RevisionKey, RoutingSnapshot};
 
 /// One ready queue-proxy of a revision.
@@ -43,6 +44,9 @@ pub struct Revision {
     pub timeout: Duration,
     /// Its ready endpoints.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// `Knative-Serving-Revision` and `Knative-Serving-Namespace` values, built once per
+    /// snapshot rather than per request.
+    pub headers: (HeaderValue, HeaderValue),
 }
 
 impl Revision {
@@ -136,10 +140,13 @@ impl Table {
                     })
                     .collect();
                 let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+                let header =
+                    |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
                 let rev = Revision {
                     key: RevisionKey::new(namespace, name),
                     timeout: Duration::from_secs(backends.timeout_seconds.max(1)),
                     endpoints,
+                    headers: (header(name), header(namespace)),
                 };
                 (key.clone(), Arc::new(rev))
             })

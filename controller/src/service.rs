@@ -57,6 +57,15 @@ pub fn desired_route(svc: &Service) -> Route {
     route
 }
 
+/// Knative's condition for a child that has not caught up with its desired state.
+fn out_of_date(type_: &str, kind: &str) -> Condition {
+    Condition::unknown(
+        type_,
+        "OutOfDate",
+        format!("The {kind} is still working to reflect the latest desired specification."),
+    )
+}
+
 fn child_ready(
     type_: &str,
     kind: &str,
@@ -64,20 +73,9 @@ fn child_ready(
     observed: Option<i64>,
     conditions: &[Condition],
 ) -> Condition {
-    if generation != observed {
-        return Condition::unknown(
-            type_,
-            "OutOfDate",
-            format!("The {kind} is still working to reflect the latest desired specification."),
-        );
-    }
     match condition::find(conditions, "Ready") {
-        Some(ready) => ready.retyped(type_),
-        None => Condition::unknown(
-            type_,
-            "OutOfDate",
-            format!("The {kind} is still working to reflect the latest desired specification."),
-        ),
+        Some(ready) if generation == observed => ready.retyped(type_),
+        _ => out_of_date(type_, kind),
     }
 }
 
@@ -90,11 +88,7 @@ pub fn status(svc: &Service, cfg: Option<&Configuration>, route: Option<&Route>)
         ..ServiceStatus::default()
     };
     let configs_ready = match cfg {
-        None => Condition::unknown(
-            "ConfigurationsReady",
-            "OutOfDate",
-            "The Configuration is still working to reflect the latest desired specification.",
-        ),
+        None => out_of_date("ConfigurationsReady", "Configuration"),
         Some(c) => {
             let st = c.status.clone().unwrap_or_default();
             out.configuration = st.fields.clone();
@@ -108,11 +102,7 @@ pub fn status(svc: &Service, cfg: Option<&Configuration>, route: Option<&Route>)
         }
     };
     let mut routes_ready = match route {
-        None => Condition::unknown(
-            "RoutesReady",
-            "OutOfDate",
-            "The Route is still working to reflect the latest desired specification.",
-        ),
+        None => out_of_date("RoutesReady", "Route"),
         Some(r) => {
             let st = r.status.clone().unwrap_or_default();
             out.route = st.fields.clone();
