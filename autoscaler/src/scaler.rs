@@ -247,7 +247,7 @@ impl RevisionScaler {
         }
         want = ScaleBounds { min, ..bounds }.clamp(want);
         if want == 0 {
-            want = self.to_zero(now);
+            want = self.scale_to_zero(now);
         } else {
             let activity = if ready >= min.max(1) {
                 Activity::Active
@@ -262,7 +262,7 @@ impl RevisionScaler {
 
     /// Knative's `handleScaleToZero`: zero only after a stable window of activity with no
     /// traffic, then the longer of the grace and retention periods.
-    fn to_zero(&mut self, now: Duration) -> u32 {
+    fn scale_to_zero(&mut self, now: Duration) -> u32 {
         if !self.spec.enable_scale_to_zero {
             return 1;
         }
