@@ -1,9 +1,11 @@
 //! Sluice's activator: the front door. It maps the request's host to a route's split (an O(1)
 //! lookup on an immutable table swapped atomically, no per-request locks), picks a revision by
-//! percent and a ready replica by power of two choices, and forwards to that replica's
-//! queue-proxy. A request for a revision with no ready replica is held until one is ready or
-//! the revision timeout passes. Unknown hosts get 404.
+//! percent and a replica with room, and forwards to that replica's queue-proxy. A request for
+//! a revision with no ready replica, or (while the revision is buffered) no free slot, is held
+//! in a bounded per-revision queue until a slot opens or the revision timeout passes, and the
+//! autoscaler hears of it at once. Unknown hosts get 404.
 
+pub mod report;
 pub mod source;
 pub mod table;
 
@@ -24,13 +26,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
+use sluice_platform::RevisionKey;
 use sluice_queue_proxy::body::GuardedBody;
 use sluice_queue_proxy::{Body, terminate_signal, text};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::table::{Revision, Table};
+use crate::table::{EndpointLoad, Revision, Table};
 
 const K_NETWORK_PROBE: HeaderName = HeaderName::from_static("k-network-probe");
 const K_PROXY_REQUEST: HeaderName = HeaderName::from_static("k-proxy-request");
@@ -68,9 +71,32 @@ impl Routes {
     }
 }
 
+/// Knative's per-revision queue depth in the activator.
+pub const DEFAULT_QUEUE_DEPTH: usize = 10_000;
+
+/// How the activator holds requests and whom it tells.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Most requests held per revision; more get 503.
+    pub queue_depth: usize,
+    /// Where to send a revision's key the moment a request is held for it with no replica
+    /// ready (the autoscaler's poke).
+    pub pokes: Option<mpsc::UnboundedSender<RevisionKey>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            pokes: None,
+        }
+    }
+}
+
 struct State {
     routes: Arc<Routes>,
     client: Client<HttpConnector, UpstreamBody>,
+    options: Options,
 }
 
 /// The request's host without port or trailing dot, lowercased; borrowed unless it had
@@ -94,22 +120,53 @@ fn request_host(req: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Waits until `rev` has a ready endpoint in the current table, up to `deadline`.
-async fn ready_revision(
+/// Why a request was not forwarded.
+enum Refused {
+    QueueFull(usize),
+    Timeout,
+    Unrouted,
+}
+
+/// A replica slot for the request: at once if one is free, else held in the revision's
+/// bounded queue until a replica turns ready or a slot frees, up to `deadline`.
+async fn acquire(
     state: &State,
     mut rev: Arc<Revision>,
     deadline: Instant,
-) -> Option<Arc<Revision>> {
+) -> Result<(Arc<Revision>, SocketAddr, EndpointLoad), Refused> {
     let mut changed = state.routes.changed.subscribe();
+    let mut held = None;
     loop {
-        if !rev.endpoints.is_empty() {
-            return Some(rev);
+        // Listen for a freed slot before looking, so a release in between is not missed.
+        let demand = rev.demand.clone();
+        let freed = demand.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some((addr, load)) = rev.pick() {
+            return Ok((rev, addr, load));
         }
-        tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .ok()?
-            .ok()?;
-        rev = state.routes.table().revision(&rev.key)?.clone();
+        if held.is_none() {
+            let depth = state.options.queue_depth;
+            held = Some(
+                rev.demand
+                    .hold(depth)
+                    .map_err(|_| Refused::QueueFull(depth))?,
+            );
+        }
+        if rev.endpoints.is_empty()
+            && rev.demand.first_poke()
+            && let Some(pokes) = &state.options.pokes
+        {
+            let _ = pokes.send(rev.key.clone());
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Err(Refused::Timeout),
+            () = freed => {}
+            r = changed.changed() => {
+                r.map_err(|_| Refused::Unrouted)?;
+                rev = state.routes.table().revision(&rev.key).ok_or(Refused::Unrouted)?.clone();
+            }
+        }
     }
 }
 
@@ -151,20 +208,23 @@ async fn handle(
     let started = Instant::now();
     let deadline = started + rev.timeout;
     let key = rev.key.clone();
-    let Some(rev) = ready_revision(&state, rev, deadline).await else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "revision {key} has no ready replica after {}s\n",
-                started.elapsed().as_secs()
-            ),
-        ));
-    };
-    let Some((addr, load)) = rev.pick() else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("revision {key} has no ready replica\n"),
-        ));
+    let (rev, addr, load) = match acquire(&state, rev, deadline).await {
+        Ok(acquired) => acquired,
+        Err(why) => {
+            let why = match why {
+                Refused::QueueFull(depth) => format!(
+                    "revision {key} is overloaded: {depth} requests are already waiting for a replica\n"
+                ),
+                Refused::Timeout => format!(
+                    "revision {key} had no replica free to serve the request within its {}s timeout\n",
+                    started.elapsed().as_secs()
+                ),
+                Refused::Unrouted => {
+                    format!("revision {key} stopped receiving traffic while the request waited\n")
+                }
+            };
+            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, why));
+        }
     };
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts
@@ -266,6 +326,7 @@ fn finish(
 pub async fn run(
     listener: TcpListener,
     routes: Arc<Routes>,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut connector = HttpConnector::new();
@@ -274,7 +335,11 @@ pub async fn run(
         .pool_max_idle_per_host(1000)
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector);
-    let state = Arc::new(State { routes, client });
+    let state = Arc::new(State {
+        routes,
+        client,
+        options,
+    });
     let graceful = GracefulShutdown::new();
     let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
@@ -298,8 +363,9 @@ pub async fn run(
 }
 
 /// Entry point of the `activator` binary (and `sluice activator`): routing snapshots from
-/// `SLUICE_ROUTING_SOCKET`, listening on `ACTIVATOR_PORT` (8080) at `ACTIVATOR_BIND_ADDRESS`
-/// (127.0.0.1).
+/// and reports to `SLUICE_ROUTING_SOCKET`, listening on `ACTIVATOR_PORT` (8080) at
+/// `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), holding up to `ACTIVATOR_QUEUE_DEPTH` (10000)
+/// requests per revision.
 pub fn main_from_env() -> std::process::ExitCode {
     sluice_queue_proxy::init_logging();
     let Some(socket) = std::env::var_os("SLUICE_ROUTING_SOCKET") else {
@@ -316,6 +382,10 @@ pub fn main_from_env() -> std::process::ExitCode {
         .ok()
         .and_then(|a| a.parse().ok())
         .unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let queue_depth = std::env::var("ACTIVATOR_QUEUE_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(DEFAULT_QUEUE_DEPTH);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -323,8 +393,15 @@ pub fn main_from_env() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let listener = TcpListener::bind((bind, port)).await?;
         let routes = Routes::new();
-        tokio::spawn(source::follow_local(socket.into(), routes.clone()));
-        run(listener, routes, terminate_signal()).await
+        let socket = std::path::PathBuf::from(socket);
+        tokio::spawn(source::follow_local(socket.clone(), routes.clone()));
+        let (pokes, poked) = mpsc::unbounded_channel();
+        tokio::spawn(report::report_local(socket, routes.clone(), poked));
+        let options = Options {
+            queue_depth,
+            pokes: Some(pokes),
+        };
+        run(listener, routes, options, terminate_signal()).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

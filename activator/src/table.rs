@@ -1,15 +1,115 @@
 //! The routing table: an immutable, O(1)-lookup form of a [`RoutingSnapshot`], rebuilt whole on
-//! every snapshot and swapped atomically. Per-endpoint in-flight counters survive rebuilds, so
-//! load balancing is not reset by routing changes.
+//! every snapshot and swapped atomically. Per-endpoint in-flight counters and per-revision
+//! demand survive rebuilds, so load balancing and the autoscaler's view are not reset by
+//! routing changes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use sluice_platform::ActivatorStat;
 use sluice_platform::routing::{RevisionKey, RoutingSnapshot};
+use sluice_queue_proxy::stats::Window;
+use tokio::sync::Notify;
+
+/// What the activator sees of one revision's demand: requests held and in flight, as
+/// time-weighted averages per reporting period, and a wake-up for held requests when a slot
+/// frees.
+#[derive(Debug)]
+pub struct Demand {
+    held: AtomicU32,
+    windows: Mutex<DemandWindows>,
+    freed: Notify,
+    poked: AtomicBool,
+}
+
+#[derive(Debug)]
+struct DemandWindows {
+    held: Window,
+    in_flight: Window,
+}
+
+/// Why a request cannot be held.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull(pub usize);
+
+/// Counts a held request until dropped.
+#[derive(Debug)]
+pub struct Held(Arc<Demand>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+        self.0.windows().held.request_out(Instant::now());
+    }
+}
+
+impl Demand {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            held: AtomicU32::new(0),
+            windows: Mutex::new(DemandWindows {
+                held: Window::new(now),
+                in_flight: Window::new(now),
+            }),
+            freed: Notify::new(),
+            poked: AtomicBool::new(false),
+        }
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, DemandWindows> {
+        self.windows.lock().expect("demand lock")
+    }
+
+    /// Holds a request, unless `depth` requests are held already.
+    pub fn hold(self: &Arc<Self>, depth: usize) -> Result<Held, QueueFull> {
+        let admitted = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                ((n as usize) < depth).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(QueueFull(depth));
+        }
+        self.windows().held.request_in(Instant::now());
+        Ok(Held(self.clone()))
+    }
+
+    /// Requests held now.
+    pub fn held(&self) -> u32 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a request to one of the revision's replicas finishes.
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
+    /// True the first time in a reporting period: the caller tells the autoscaler at once.
+    pub fn first_poke(&self) -> bool {
+        !self.poked.swap(true, Ordering::AcqRel)
+    }
+
+    /// Closes the reporting period: the stat to send, if anything happened.
+    pub fn report(&self, revision: &RevisionKey) -> Option<ActivatorStat> {
+        self.poked.store(false, Ordering::Release);
+        let now = Instant::now();
+        let mut w = self.windows();
+        let held = w.held.report(now);
+        let in_flight = w.in_flight.report(now);
+        let busy = held.average_concurrency > 0.0 || in_flight.average_concurrency > 0.0;
+        busy.then(|| ActivatorStat {
+            revision: revision.clone(),
+            held: held.average_concurrency,
+            in_flight: in_flight.average_concurrency,
+            held_requests: held.requests as f64,
+        })
+    }
+}
 
 /// One ready queue-proxy of a revision.
 #[derive(Debug)]
@@ -17,6 +117,7 @@ pub struct Endpoint {
     /// Its address.
     pub addr: SocketAddr,
     in_flight: AtomicU32,
+    demand: Arc<Demand>,
 }
 
 /// Counts a request against an endpoint until dropped.
@@ -26,12 +127,27 @@ pub struct EndpointLoad(Arc<Endpoint>);
 impl Drop for EndpointLoad {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let demand = &self.0.demand;
+        demand.windows().in_flight.request_out(Instant::now());
+        demand.freed.notify_one();
     }
 }
 
 impl Endpoint {
     fn load(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Takes a slot if fewer than `limit` (0 = no limit) requests are in flight.
+    fn reserve(self: &Arc<Self>, limit: u32) -> Option<EndpointLoad> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            });
+        taken.ok()?;
+        self.demand.windows().in_flight.request_in(Instant::now());
+        Some(EndpointLoad(self.clone()))
     }
 }
 
@@ -42,43 +158,65 @@ pub struct Revision {
     pub key: RevisionKey,
     /// Its request timeout.
     pub timeout: Duration,
+    /// containerConcurrency (0 = unlimited).
+    pub container_concurrency: u32,
+    /// Whether requests wait here for a free slot (see [`RevisionBackends::buffered`]).
+    ///
+    /// [`RevisionBackends::buffered`]: sluice_platform::routing::RevisionBackends::buffered
+    pub buffered: bool,
     /// Its ready endpoints.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// What the activator sees of its demand.
+    pub demand: Arc<Demand>,
     /// `Knative-Serving-Revision` and `Knative-Serving-Namespace` values, built once per
     /// snapshot rather than per request.
     pub headers: (HeaderValue, HeaderValue),
 }
 
 impl Revision {
-    /// Picks the less loaded of two random endpoints (power of two choices) and counts the
-    /// request against it; `None` when no endpoint is ready.
+    /// Picks a replica and counts the request against it; `None` when no replica is ready or,
+    /// while buffered, none has a free slot. Buffered with containerConcurrency 1 to 3 it takes
+    /// the first replica with a free slot; otherwise the less loaded of two random replicas
+    /// (power of two choices) among those with room.
     pub fn pick(&self) -> Option<(SocketAddr, EndpointLoad)> {
         self.pick_excluding(&[])
     }
 
     /// [`Revision::pick`] among the endpoints not in `excluded` (those that just failed).
     pub fn pick_excluding(&self, excluded: &[SocketAddr]) -> Option<(SocketAddr, EndpointLoad)> {
-        let live: Vec<&Arc<Endpoint>> = if excluded.is_empty() {
-            self.endpoints.iter().collect()
+        let limit = if self.buffered {
+            self.container_concurrency
         } else {
-            self.endpoints
+            0
+        };
+        let open =
+            |e: &&Arc<Endpoint>| !excluded.contains(&e.addr) && (limit == 0 || e.load() < limit);
+        if (1..=3).contains(&limit) {
+            return self
+                .endpoints
                 .iter()
-                .filter(|e| !excluded.contains(&e.addr))
-                .collect()
-        };
-        let n = live.len();
-        let chosen = match n {
-            0 => return None,
-            1 => live[0],
-            _ => {
-                let a = fastrand::usize(..n);
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (ea, eb) = (live[a], live[b]);
-                if eb.load() < ea.load() { eb } else { ea }
+                .filter(open)
+                .find_map(|e| Some((e.addr, e.reserve(limit)?)));
+        }
+        // A lost race for the last slot of the chosen replica tries again with the others.
+        for _ in 0..4 {
+            let live: Vec<&Arc<Endpoint>> = self.endpoints.iter().filter(open).collect();
+            let n = live.len();
+            let chosen = match n {
+                0 => return None,
+                1 => live[0],
+                _ => {
+                    let a = fastrand::usize(..n);
+                    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                    let (ea, eb) = (live[a], live[b]);
+                    if eb.load() < ea.load() { eb } else { ea }
+                }
+            };
+            if let Some(load) = chosen.reserve(limit) {
+                return Some((chosen.addr, load));
             }
-        };
-        chosen.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some((chosen.addr, EndpointLoad(chosen.clone())))
+        }
+        None
     }
 }
 
@@ -118,23 +256,29 @@ pub struct Table {
 impl Table {
     /// Builds a table from a snapshot, reusing endpoint counters from `previous`.
     pub fn build(snapshot: &RoutingSnapshot, previous: &Table) -> Self {
-        let old: HashMap<SocketAddr, &Arc<Endpoint>> = previous
+        let old: HashMap<(&str, SocketAddr), &Arc<Endpoint>> = previous
             .revisions
-            .values()
-            .flat_map(|r| r.endpoints.iter().map(|e| (e.addr, e)))
+            .iter()
+            .flat_map(|(k, r)| r.endpoints.iter().map(move |e| ((k.as_str(), e.addr), e)))
             .collect();
         let revisions: HashMap<String, Arc<Revision>> = snapshot
             .revisions
             .iter()
             .map(|(key, backends)| {
+                let demand = previous
+                    .revisions
+                    .get(key)
+                    .map_or_else(|| Arc::new(Demand::new()), |r| r.demand.clone());
                 let endpoints = backends
                     .endpoints
                     .iter()
                     .map(|addr| {
-                        old.get(addr).map(|e| Arc::clone(e)).unwrap_or_else(|| {
+                        let reused = old.get(&(key.as_str(), *addr));
+                        reused.map(|e| Arc::clone(e)).unwrap_or_else(|| {
                             Arc::new(Endpoint {
                                 addr: *addr,
                                 in_flight: AtomicU32::new(0),
+                                demand: demand.clone(),
                             })
                         })
                     })
@@ -145,7 +289,10 @@ impl Table {
                 let rev = Revision {
                     key: RevisionKey::new(namespace, name),
                     timeout: Duration::from_secs(backends.timeout_seconds.max(1)),
+                    container_concurrency: backends.container_concurrency,
+                    buffered: backends.buffered,
                     endpoints,
+                    demand,
                     headers: (header(name), header(namespace)),
                 };
                 (key.clone(), Arc::new(rev))
@@ -193,6 +340,11 @@ impl Table {
     pub fn revision(&self, key: &RevisionKey) -> Option<&Arc<Revision>> {
         self.revisions.get(&key.to_string())
     }
+
+    /// Every routed revision.
+    pub fn revisions(&self) -> impl Iterator<Item = &Arc<Revision>> {
+        self.revisions.values()
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +377,7 @@ mod tests {
                     container_concurrency: 0,
                     timeout_seconds: 300,
                     endpoints: eps,
+                    buffered: false,
                 },
             );
         }

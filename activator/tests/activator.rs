@@ -1,11 +1,13 @@
 //! The activator in-process on loopback: host routing, 404s, retries past a dead replica,
-//! and holding a request until its revision has a ready replica.
+//! holding a request until its revision has a ready replica (and telling the autoscaler),
+//! never more than containerConcurrency per replica while buffered, and the queue bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sluice_activator::{Routes, run};
+use sluice_activator::{Options, Routes, run};
 use sluice_platform::RevisionKey;
 use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,7 +49,42 @@ async fn dead() -> SocketAddr {
         .unwrap()
 }
 
+/// A replica stand-in that takes 100 ms per request and records the most requests it ever had
+/// at once.
+async fn slow_upstream(peak: Arc<AtomicU32>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let now = Arc::new(AtomicU32::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (now, peak) = (now.clone(), peak.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(in_flight, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let resp = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn snapshot(endpoints: Vec<SocketAddr>) -> RoutingSnapshot {
+    buffered_snapshot(endpoints, 0, false)
+}
+
+fn buffered_snapshot(endpoints: Vec<SocketAddr>, cc: u32, buffered: bool) -> RoutingSnapshot {
     let rev = RevisionKey::new("default", "hello-00001");
     let mut s = RoutingSnapshot::default();
     s.hosts.insert(
@@ -64,18 +101,23 @@ fn snapshot(endpoints: Vec<SocketAddr>) -> RoutingSnapshot {
     s.revisions.insert(
         rev.to_string(),
         RevisionBackends {
-            container_concurrency: 0,
+            container_concurrency: cc,
             timeout_seconds: 5,
             endpoints,
+            buffered,
         },
     );
     s
 }
 
 async fn activator(routes: Arc<Routes>) -> SocketAddr {
+    activator_with(routes, Options::default()).await
+}
+
+async fn activator_with(routes: Arc<Routes>, options: Options) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(run(listener, routes, std::future::pending()));
+    tokio::spawn(run(listener, routes, options, std::future::pending()));
     addr
 }
 
@@ -129,4 +171,85 @@ async fn a_request_is_held_until_a_replica_is_ready() {
     assert!(!held.is_finished(), "answered without a replica");
     routes.install(&snapshot(vec![upstream("woke").await]));
     assert_eq!(held.await.unwrap(), (200, "woke".to_owned()));
+}
+
+#[tokio::test]
+async fn a_request_at_zero_pokes_the_autoscaler_once_per_period() {
+    let routes = Routes::new();
+    routes.install(&snapshot(vec![]));
+    let (pokes, mut poked) = tokio::sync::mpsc::unbounded_channel();
+    let options = Options {
+        pokes: Some(pokes),
+        ..Options::default()
+    };
+    let addr = activator_with(routes.clone(), options).await;
+    let first = tokio::spawn(get(addr, "hello.default.localhost"));
+    let second = tokio::spawn(get(addr, "hello.default.localhost"));
+    let key = tokio::time::timeout(Duration::from_secs(2), poked.recv())
+        .await
+        .expect("no poke")
+        .unwrap();
+    assert_eq!(key, RevisionKey::new("default", "hello-00001"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(poked.try_recv().is_err(), "one poke per reporting period");
+    // The periodic report carries the held requests.
+    let stats = sluice_activator::report::collect(&routes);
+    assert_eq!(stats.len(), 1);
+    assert!(stats[0].held > 0.0 && stats[0].held <= 2.0, "{stats:?}");
+    assert_eq!(stats[0].held_requests, 2.0);
+    routes.install(&snapshot(vec![upstream("up").await]));
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn buffered_replicas_never_get_more_than_their_concurrency() {
+    for cc in [1, 2, 5] {
+        let peaks: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::default()).collect();
+        let mut endpoints = Vec::new();
+        for p in &peaks {
+            endpoints.push(slow_upstream(p.clone()).await);
+        }
+        let routes = Routes::new();
+        routes.install(&buffered_snapshot(endpoints, cc, true));
+        let addr = activator(routes).await;
+        let clients: Vec<_> = (0..30)
+            .map(|_| tokio::spawn(get(addr, "hello.default.localhost")))
+            .collect();
+        for c in clients {
+            assert_eq!(c.await.unwrap(), (200, "slow".to_owned()));
+        }
+        for p in &peaks {
+            let peak = p.load(Ordering::SeqCst);
+            assert!(
+                peak >= 1 && peak <= cc,
+                "cc {cc}: a replica had {peak} at once"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn past_the_queue_bound_requests_get_503_naming_the_revision() {
+    let routes = Routes::new();
+    routes.install(&snapshot(vec![]));
+    let options = Options {
+        queue_depth: 2,
+        ..Options::default()
+    };
+    let addr = activator_with(routes.clone(), options).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(get(addr, "hello.default.localhost")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = get(addr, "hello.default.localhost").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("default/hello-00001") && body.contains("2 requests are already waiting"),
+        "{body}"
+    );
+    routes.install(&snapshot(vec![upstream("ok").await]));
+    for h in held {
+        assert_eq!(h.await.unwrap().0, 200);
+    }
 }

@@ -12,6 +12,7 @@ use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Store, StoreError, Workloads};
 use tokio::sync::watch;
 
+use crate::autoscaling::Autoscaler;
 use crate::meta::controller_of;
 use crate::{configuration, gc, revision, rollout, route, routing, service};
 
@@ -30,6 +31,7 @@ pub type Settings = Configs;
 pub struct Controller<S, W> {
     store: Arc<S>,
     workloads: Arc<W>,
+    autoscaler: Arc<Autoscaler>,
     settings: watch::Receiver<Arc<Settings>>,
     snapshot: watch::Sender<Arc<RoutingSnapshot>>,
 }
@@ -60,12 +62,14 @@ impl<S: Store, W: Workloads> Controller<S, W> {
     pub fn new(
         store: Arc<S>,
         workloads: Arc<W>,
+        autoscaler: Arc<Autoscaler>,
         settings: watch::Receiver<Arc<Settings>>,
         snapshot: watch::Sender<Arc<RoutingSnapshot>>,
     ) -> Self {
         Self {
             store,
             workloads,
+            autoscaler,
             settings,
             snapshot,
         }
@@ -75,6 +79,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut store_changes = self.store.changes();
         let mut workload_changes = self.workloads.changes();
+        let mut scale_changes = self.autoscaler.changes();
         tokio::pin!(shutdown);
         loop {
             let requeue = match self.reconcile_all().await {
@@ -88,6 +93,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 () = &mut shutdown => return,
                 _ = store_changes.changed() => {}
                 _ = workload_changes.changed() => {}
+                _ = scale_changes.changed() => {}
                 _ = self.settings.changed() => {}
                 () = tokio::time::sleep(requeue) => {}
             }
@@ -95,6 +101,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             tokio::time::sleep(Duration::from_millis(5)).await;
             store_changes.mark_unchanged();
             workload_changes.mark_unchanged();
+            scale_changes.mark_unchanged();
         }
     }
 
@@ -156,21 +163,38 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 let _ = self.workloads.delete(&key).await;
             }
         }
+        // Reachable revisions scale on demand; unreachable ones stop at once (nothing can
+        // send them a request any more), whatever their min-scale.
+        let mut scaled = HashSet::new();
+        let mut buffered = HashSet::new();
         for rev in &mut revisions {
             let id = (
                 rev.metadata.namespace.clone().unwrap_or_default(),
                 rev.metadata.name.clone().unwrap_or_default(),
             );
-            let replicas = revision::replicas(rev, &settings.autoscaler, reachable.contains(&id));
-            let spec = revision::workload_spec(rev, replicas);
-            let key = spec.key.clone();
+            let key = revision::key(rev);
+            let scale = reachable.contains(&id).then(|| {
+                let spec = revision::scaler_spec(rev, &settings.autoscaler);
+                self.autoscaler.sync(&key, spec)
+            });
+            if let Some(scale) = scale {
+                scaled.insert(key.clone());
+                if scale.excess_burst_capacity < 0.0 {
+                    buffered.insert(key.clone());
+                }
+            }
+            let spec = revision::workload_spec(rev, scale.map_or(0, |s| s.desired));
             let current = self.workloads.status(&key);
             if current.as_ref().is_none_or(|s| s.desired != spec.replicas)
                 && let Err(error) = self.workloads.ensure(spec).await
             {
                 tracing::warn!(revision = %key, %error, "Cannot run revision.");
             }
-            let status = revision::status(rev, self.workloads.status(&key).as_ref());
+            let status = revision::status(
+                rev,
+                self.workloads.status(&key).as_ref(),
+                scale.map(|s| s.activity),
+            );
             if rev.status.as_ref() != Some(&status) {
                 rev.status = Some(status);
                 self.store
@@ -178,6 +202,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                     .await?;
             }
         }
+
+        self.autoscaler.retain(&scaled);
 
         let mut configs = configs;
         self.collect_old_revisions(&configs, &revisions, &routed, &settings.gc)
@@ -242,10 +268,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
 
         let tag_headers = settings.features.tag_header_based_routing;
         let snapshot = routing::snapshot(&routes, &revisions, tag_headers, |key| {
-            self.workloads
-                .status(key)
-                .map(|s| s.endpoints)
-                .unwrap_or_default()
+            let endpoints = self.workloads.status(key).map(|s| s.endpoints);
+            (endpoints.unwrap_or_default(), buffered.contains(key))
         });
         self.snapshot.send_if_modified(|current| {
             if **current == snapshot {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_autoscaler::ScaleBounds;
+use sluice_autoscaler::{Activity, ScalerSpec};
 use sluice_crds::condition::{self, Condition};
 use sluice_crds::config::AutoscalerConfig;
 use sluice_crds::{Revision, RevisionStatus, keys};
@@ -69,19 +69,44 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
     }
 }
 
-/// The replicas a revision runs: its initial scale within its bounds while it is reachable
-/// (routed, or its configuration's newest), and none once unreachable, where Knative ignores
-/// min-scale and scales to zero.
-pub fn replicas(rev: &Revision, cfg: &AutoscalerConfig, reachable: bool) -> u32 {
-    if !reachable {
-        return 0;
-    }
-    ScaleBounds::resolve(&annotations(&rev.metadata), cfg).initial_replicas()
+/// How the revision scales: its autoscaling annotations and containerConcurrency over
+/// config-autoscaler.
+pub fn scaler_spec(rev: &Revision, cfg: &AutoscalerConfig) -> ScalerSpec {
+    ScalerSpec::resolve(&annotations(&rev.metadata), rev.spec.concurrency(), cfg)
 }
 
-/// The revision's status from its workload: Ready once a replica is ready, False with the
-/// exit code and output tail while replicas crash, Active while replicas run.
-pub fn status(rev: &Revision, observed: Option<&WorkloadStatus>) -> RevisionStatus {
+fn queued() -> Condition {
+    Condition::unknown(
+        "Active",
+        "Queued",
+        "Requests to the target are being buffered as resources are provisioned.",
+    )
+}
+
+fn no_traffic() -> Condition {
+    Condition::false_(
+        "Active",
+        "NoTraffic",
+        "The target is not receiving traffic.",
+    )
+}
+
+/// The revision's status from its workload and its autoscaler's activity: Ready once a replica
+/// is ready (and still Ready while scaled to zero or scaling back up), False with the exit code
+/// and output tail while replicas crash; Active from the autoscaler, or from the workload for
+/// a revision nothing routes to.
+pub fn status(
+    rev: &Revision,
+    observed: Option<&WorkloadStatus>,
+    activity: Option<Activity>,
+) -> RevisionStatus {
+    let previous = rev
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let was_available = condition::find(previous, "ResourcesAvailable")
+        .is_some_and(|c| c.status == condition::ConditionStatus::True);
     let deploying = |t: &str| Condition::unknown(t, "Deploying", "");
     let (resources, healthy, active, actual, desired) = match observed {
         None => (
@@ -106,24 +131,21 @@ pub fn status(rev: &Revision, observed: Option<&WorkloadStatus>) -> RevisionStat
                 (
                     Condition::false_("ResourcesAvailable", &f.reason, f.message.clone()),
                     Condition::false_("ContainerHealthy", &f.reason, f.message.clone()),
-                    Condition::unknown(
-                        "Active",
-                        "Queued",
-                        "Requests to the target are being buffered as resources are provisioned.",
-                    ),
+                    queued(),
                     0,
                     desired,
                 )
-            } else if w.desired == 0 {
-                let inactive = Condition::false_(
-                    "Active",
-                    "NoTraffic",
-                    "The target is not receiving traffic.",
-                );
+            } else if w.desired == 0 || was_available {
+                // Scaled to zero, or coming back from zero: the revision stays Ready.
+                let active = if w.desired == 0 {
+                    no_traffic()
+                } else {
+                    queued()
+                };
                 (
                     Condition::true_("ResourcesAvailable"),
                     Condition::true_("ContainerHealthy"),
-                    inactive,
+                    active,
                     0,
                     desired,
                 )
@@ -131,23 +153,20 @@ pub fn status(rev: &Revision, observed: Option<&WorkloadStatus>) -> RevisionStat
                 (
                     deploying("ResourcesAvailable"),
                     deploying("ContainerHealthy"),
-                    Condition::unknown(
-                        "Active",
-                        "Queued",
-                        "Requests to the target are being buffered as resources are provisioned.",
-                    ),
+                    queued(),
                     0,
                     desired,
                 )
             }
         }
     };
+    let active = match activity {
+        Some(Activity::Active) => Condition::true_("Active"),
+        Some(Activity::Activating) => queued(),
+        Some(Activity::Inactive) => no_traffic(),
+        None => active,
+    };
     let ready = condition::ready_from(&[resources.clone(), healthy.clone()]);
-    let previous = rev
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[]);
     RevisionStatus {
         observed_generation: rev.metadata.generation,
         conditions: condition::merge(
@@ -204,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn unreachable_revisions_scale_to_zero_despite_min_scale() {
+    fn scaled_to_zero_and_scaling_back_up_stay_ready() {
         let mut r = rev();
         r.metadata.annotations = Some(
             [(
@@ -213,24 +232,33 @@ mod tests {
             )]
             .into(),
         );
-        assert_eq!(replicas(&r, &AutoscalerConfig::default(), true), 2);
-        assert_eq!(replicas(&r, &AutoscalerConfig::default(), false), 0);
+        assert_eq!(scaler_spec(&r, &AutoscalerConfig::default()).bounds.min, 2);
         let idle = WorkloadStatus {
             desired: 0,
-            endpoints: vec![],
-            failure: None,
+            ..WorkloadStatus::default()
         };
-        let st = status(&r, Some(&idle));
+        let st = status(&r, Some(&idle), Some(Activity::Inactive));
         assert!(
             condition::is_ready(&st.conditions),
             "an inactive revision stays Ready"
         );
-        assert_eq!(
+        let reason = |st: &RevisionStatus| {
             condition::find(&st.conditions, "Active")
-                .unwrap()
-                .reason
-                .as_deref(),
-            Some("NoTraffic")
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(reason(&st), "NoTraffic");
+        r.status = Some(st);
+        let waking = WorkloadStatus {
+            desired: 1,
+            ..WorkloadStatus::default()
+        };
+        let st = status(&r, Some(&waking), Some(Activity::Activating));
+        assert!(condition::is_ready(&st.conditions), "{st:?}");
+        assert_eq!(reason(&st), "Queued");
+        assert_eq!(
+            (st.actual_replicas, st.desired_replicas),
+            (Some(0), Some(1))
         );
     }
 
@@ -238,13 +266,13 @@ mod tests {
     fn crash_gives_exit_code_reason_and_ready_replica_clears_it() {
         let failing = WorkloadStatus {
             desired: 1,
-            endpoints: vec![],
             failure: Some(Failure {
                 reason: "ExitCode3".into(),
                 message: "Container failed with: boom".into(),
             }),
+            ..WorkloadStatus::default()
         };
-        let st = status(&rev(), Some(&failing));
+        let st = status(&rev(), Some(&failing), Some(Activity::Activating));
         let ready = condition::find(&st.conditions, "Ready").unwrap();
         assert_eq!(ready.reason.as_deref(), Some("ExitCode3"));
         assert_eq!(
@@ -254,9 +282,9 @@ mod tests {
         let ok = WorkloadStatus {
             desired: 1,
             endpoints: vec!["127.0.0.1:1".parse().unwrap()],
-            failure: None,
+            ..WorkloadStatus::default()
         };
-        let st = status(&rev(), Some(&ok));
+        let st = status(&rev(), Some(&ok), Some(Activity::Active));
         assert!(condition::is_ready(&st.conditions));
         assert_eq!(st.actual_replicas, Some(1));
     }

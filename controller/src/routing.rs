@@ -19,12 +19,13 @@ fn host_of(url: &str) -> &str {
 
 /// Builds the snapshot: each route's main host gets its consolidated split (and, with
 /// `tag_headers`, its tags for `Knative-Serving-Tag`), each tag host 100% of its revision;
-/// every routed revision gets its ready endpoints from `endpoints`.
+/// every routed revision gets its ready endpoints, and whether the activator buffers for it,
+/// from `backends`.
 pub fn snapshot(
     routes: &[Route],
     revisions: &[Revision],
     tag_headers: bool,
-    endpoints: impl Fn(&RevisionKey) -> Vec<SocketAddr>,
+    backends: impl Fn(&RevisionKey) -> (Vec<SocketAddr>, bool),
 ) -> RoutingSnapshot {
     let mut snap = RoutingSnapshot::default();
     for route in routes {
@@ -91,10 +92,14 @@ pub fn snapshot(
                 };
                 snap.revisions
                     .entry(revision.to_string())
-                    .or_insert_with(|| RevisionBackends {
-                        container_concurrency: rev.spec.concurrency(),
-                        timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
-                        endpoints: endpoints(revision),
+                    .or_insert_with(|| {
+                        let (endpoints, buffered) = backends(revision);
+                        RevisionBackends {
+                            container_concurrency: rev.spec.concurrency(),
+                            timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
+                            endpoints,
+                            buffered,
+                        }
                     });
             }
             snap.hosts.insert(name, host);
@@ -138,9 +143,9 @@ mod tests {
             .collect();
         let snap = snapshot(&[route], &revs, true, |k| {
             if k.name == "a" {
-                vec!["127.0.0.1:9".parse().unwrap()]
+                (vec!["127.0.0.1:9".parse().unwrap()], false)
             } else {
-                vec![]
+                (vec![], true)
             }
         });
         let main = &snap.hosts["hello.default.localhost"];
@@ -151,6 +156,7 @@ mod tests {
         );
         assert_eq!(snap.revisions["default/a"].endpoints.len(), 1);
         assert!(snap.revisions["default/b"].endpoints.is_empty());
+        assert!(snap.revisions["default/b"].buffered);
         assert_eq!(main.tags["canary"].name, "b");
     }
 }

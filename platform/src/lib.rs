@@ -7,6 +7,6 @@ pub mod routing;
 pub mod store;
 pub mod workloads;
 
-pub use routing::{RevisionKey, RoutingSnapshot};
+pub use routing::{ActivatorStat, RevisionKey, RoutingSnapshot};
 pub use store::{Store, StoreError};
 pub use workloads::{WorkloadSpec, WorkloadStatus, Workloads};

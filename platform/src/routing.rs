@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Names one revision.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RevisionKey {
     /// The namespace.
     pub namespace: String,
@@ -72,6 +72,28 @@ pub struct RevisionBackends {
     pub timeout_seconds: u64,
     /// Ready queue-proxy addresses.
     pub endpoints: Vec<SocketAddr>,
+    /// Whether the activator buffers for this revision: it holds requests until a replica has
+    /// a free slot and never sends one replica more than containerConcurrency. True while the
+    /// revision's spare capacity is below its `target-burst-capacity` (Knative keeps the
+    /// activator in the path then); otherwise requests go straight to the less loaded of two
+    /// replicas and their queue-proxies enforce the limit.
+    #[serde(default)]
+    pub buffered: bool,
+}
+
+/// What the activator tells the autoscaler about one revision, every second and at once when
+/// a request arrives for a revision with no ready replica (`POST /v1/stats` locally).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivatorStat {
+    /// The revision.
+    pub revision: RevisionKey,
+    /// Time-weighted average of requests held (waiting for a replica or a free slot).
+    pub held: f64,
+    /// Time-weighted average of requests forwarded and not yet answered.
+    pub in_flight: f64,
+    /// Requests that had to be held, per second.
+    pub held_requests: f64,
 }
 
 impl RoutingSnapshot {

@@ -58,6 +58,8 @@ pub struct WorkloadStatus {
     pub desired: u32,
     /// Ready queue-proxy endpoints.
     pub endpoints: Vec<SocketAddr>,
+    /// The metrics (admin) address of each ready endpoint, in the same order.
+    pub metrics: Vec<SocketAddr>,
     /// Why replicas are failing, while none is ready.
     pub failure: Option<Failure>,
 }

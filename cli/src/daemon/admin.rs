@@ -1,5 +1,6 @@
 //! The admin API on the daemon's Unix socket: objects in and out as JSON, admission on every
-//! write, and the routing snapshot stream the activator follows.
+//! write, the routing snapshot stream the activator follows, and the activator's reports to
+//! the autoscaler.
 //!
 //! ```text
 //! GET    /v1/info                          domain, HTTP port, home
@@ -9,6 +10,7 @@
 //! POST   /v1/create                        create only (body: object)
 //! DELETE /v1/objects/{kind}/{ns}/{name}    delete (children follow)
 //! GET    /v1/routing/watch                 JSON lines, one snapshot per change
+//! POST   /v1/stats                         the activator's per-revision reports
 //! ```
 
 use std::convert::Infallible;
@@ -22,11 +24,12 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+use sluice_controller::Autoscaler;
 use sluice_crds::config::Configs;
 use sluice_crds::{Object, ObjectKind};
 use sluice_platform::local::SqliteStore;
 use sluice_platform::routing::RoutingSnapshot;
-use sluice_platform::{Store, StoreError};
+use sluice_platform::{ActivatorStat, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
 use super::admission::admit;
@@ -42,6 +45,8 @@ pub struct Admin {
     pub settings: watch::Receiver<Arc<Configs>>,
     /// Current routing snapshot.
     pub routing: watch::Receiver<Arc<RoutingSnapshot>>,
+    /// Revisions' autoscalers, fed by the activator's reports.
+    pub autoscaler: Arc<Autoscaler>,
     /// Who writes (for creator / lastModifier).
     pub user: String,
     /// `/v1/info` contents.
@@ -178,6 +183,21 @@ impl Admin {
                     ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}"))
                 })?;
                 self.write(value, create_only, dry_run).await
+            }
+            (Method::POST, ["v1", "stats"]) => {
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+                    .to_bytes();
+                let stats: Vec<ActivatorStat> = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("body is not stats: {e}"))
+                })?;
+                for stat in &stats {
+                    self.autoscaler.report(stat);
+                }
+                Ok(json_response(StatusCode::OK, &json!({})))
             }
             _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")),
         }

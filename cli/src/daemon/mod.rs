@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
-use sluice_controller::Controller;
+use sluice_controller::{Autoscaler, Controller};
 use sluice_platform::local::process::Process;
 use sluice_platform::local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_platform::routing::RoutingSnapshot;
@@ -121,9 +121,16 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let autoscaler = Autoscaler::new();
+    let autoscaler_task = tokio::spawn(sluice_controller::autoscaling::run(
+        autoscaler.clone(),
+        supervisor.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let controller = Controller::new(
         store.clone(),
         supervisor.clone(),
+        autoscaler.clone(),
         settings_rx.clone(),
         routing_tx,
     );
@@ -138,6 +145,7 @@ pub async fn run(
         store: store.clone(),
         settings: settings_rx,
         routing: routing_rx,
+        autoscaler,
         user: user_name(),
         info: json!({
             "domain": opts.domain,
@@ -180,6 +188,7 @@ pub async fn run(
     eprintln!("Stopping: draining replicas.");
     stop_tx.send_replace(true);
     let _ = controller_task.await;
+    let _ = autoscaler_task.await;
     admin_task.abort();
     supervisor.shutdown().await;
     let _ = activator_task.await;

@@ -58,6 +58,7 @@ struct ReplicaRun {
 #[derive(Default)]
 struct ReplicaState {
     ready: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     failure: Option<Failure>,
 }
 
@@ -150,7 +151,13 @@ impl Workloads for Supervisor {
             run.spec = spec.clone();
             let want = spec.replicas as usize;
             while run.replicas.len() > want {
-                to_stop.extend(run.replicas.pop());
+                // Replicas that are not serving go first, then the newest.
+                let idle = run
+                    .replicas
+                    .iter()
+                    .rposition(|r| r.state.lock().expect("lock").ready.is_none());
+                let at = idle.unwrap_or(run.replicas.len() - 1);
+                to_stop.push(run.replicas.remove(at));
             }
             while run.replicas.len() < want {
                 let id = run.next_id;
@@ -189,8 +196,9 @@ impl Workloads for Supervisor {
         };
         for r in &run.replicas {
             let s = r.state.lock().expect("lock");
-            if let Some(addr) = s.ready {
+            if let (Some(addr), Some(admin)) = (s.ready, s.admin) {
                 status.endpoints.push(addr);
+                status.metrics.push(admin);
             } else if status.failure.is_none() {
                 status.failure.clone_from(&s.failure);
             }
@@ -296,6 +304,7 @@ impl Replica {
             }
         };
         let serving = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.queue));
+        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.admin));
         // Knative's aggressive probing until ready, then a slower health check.
         let mut period = Duration::from_millis(50);
         let mut misses = 0u32;
@@ -335,7 +344,7 @@ impl Replica {
                     let was_ready = self.state.lock().expect("lock").ready.is_some();
                     misses = if ok { 0 } else { misses + 1 };
                     if ok && !was_ready {
-                        self.set(|s| { s.ready = Some(serving); s.failure = None; });
+                        self.set(|s| { s.ready = Some(serving); s.admin = Some(admin); s.failure = None; });
                         tracing::info!(revision = %self.spec.key, pod = %self.pod, %serving, "Replica ready.");
                         period = Duration::from_secs(1);
                     } else if was_ready && misses >= 3 {

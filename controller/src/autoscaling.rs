@@ -1,0 +1,266 @@
+//! The autoscaler's driver: one [`RevisionScaler`] per reachable revision, fed every second
+//! with the queue-proxies' scraped averages and with the activator's reports, ticked every
+//! 2 s (and at once when a request arrives for a revision at zero). The reconcile driver reads
+//! the decided scale; a change of scale wakes it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
+use sluice_platform::{ActivatorStat, RevisionKey, Workloads};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Knative's scrape period.
+pub const SCRAPE_PERIOD: Duration = Duration::from_secs(1);
+/// Knative's decision period.
+pub const TICK_PERIOD: Duration = Duration::from_secs(2);
+
+/// Every revision's autoscaler, shared by the reconcile driver, the scrape loop and the
+/// activator's reports.
+pub struct Autoscaler {
+    scalers: Mutex<HashMap<RevisionKey, RevisionScaler>>,
+    origin: Instant,
+    changes: watch::Sender<u64>,
+}
+
+impl Autoscaler {
+    /// No revisions yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            scalers: Mutex::default(),
+            origin: Instant::now(),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// A signal that changes whenever a decision changes a revision's scale or activity.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The scale of a reachable revision under `spec`, starting its scaler at the initial
+    /// scale the first time.
+    pub fn sync(&self, key: &RevisionKey, spec: ScalerSpec) -> Scale {
+        let now = self.now();
+        let mut scalers = self.scalers.lock().expect("autoscaler lock");
+        let scaler = scalers
+            .entry(key.clone())
+            .or_insert_with(|| RevisionScaler::new(spec.clone(), now));
+        if *scaler.spec() != spec {
+            scaler.set_spec(spec);
+        }
+        scaler.scale()
+    }
+
+    /// Forgets every revision not in `keep` (deleted or unreachable).
+    pub fn retain(&self, keep: &HashSet<RevisionKey>) {
+        self.scalers
+            .lock()
+            .expect("autoscaler lock")
+            .retain(|k, _| keep.contains(k));
+    }
+
+    /// The revisions being scaled.
+    pub fn keys(&self) -> Vec<RevisionKey> {
+        let scalers = self.scalers.lock().expect("autoscaler lock");
+        scalers.keys().cloned().collect()
+    }
+
+    /// Records a revision's scraped stat.
+    pub fn record(&self, key: &RevisionKey, stat: Stat) {
+        let now = self.now();
+        if let Some(s) = self.scalers.lock().expect("autoscaler lock").get_mut(key) {
+            s.record(now, stat);
+        }
+    }
+
+    /// Records the activator's report; a revision at zero with requests waiting decides at
+    /// once.
+    pub fn report(&self, report: &ActivatorStat) {
+        let now = self.now();
+        let stat = Stat {
+            concurrency: report.held,
+            rps: report.held_requests,
+        };
+        let changed = {
+            let mut scalers = self.scalers.lock().expect("autoscaler lock");
+            let Some(s) = scalers.get_mut(&report.revision) else {
+                return;
+            };
+            if !s.poke(now, stat) {
+                return;
+            }
+            let before = s.scale();
+            let after = s.tick(now, 0);
+            tracing::info!(revision = %report.revision, desired = after.desired, "Request for a revision at zero; scaling up.");
+            before != after
+        };
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Decides every revision's scale from its ready replicas; wakes the driver on a change.
+    pub fn tick(&self, ready: impl Fn(&RevisionKey) -> u32) {
+        let now = self.now();
+        let mut changed = false;
+        for (key, s) in self.scalers.lock().expect("autoscaler lock").iter_mut() {
+            let before = s.scale();
+            let after = s.tick(now, ready(key));
+            if before.desired != after.desired
+                || before.activity != after.activity
+                || (before.excess_burst_capacity < 0.0) != (after.excess_burst_capacity < 0.0)
+            {
+                tracing::info!(revision = %key, from = before.desired, to = after.desired, activity = ?after.activity, panicking = after.panicking, "Scale decided.");
+                changed = true;
+            }
+        }
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+/// Scrapes every revision's ready queue-proxies each second and decides every 2 s, until
+/// `shutdown`.
+pub async fn run<W: Workloads>(
+    autoscaler: Arc<Autoscaler>,
+    workloads: Arc<W>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut scrape = tokio::time::interval(SCRAPE_PERIOD);
+    scrape.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut decide = tokio::time::interval(TICK_PERIOD);
+    decide.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = scrape.tick() => {
+                let mut scrapes = tokio::task::JoinSet::new();
+                for key in autoscaler.keys() {
+                    let Some(status) = workloads.status(&key) else { continue };
+                    if status.metrics.is_empty() {
+                        continue;
+                    }
+                    scrapes.spawn(async move { (key, scrape_all(&status.metrics).await) });
+                }
+                while let Some(Ok((key, stat))) = scrapes.join_next().await {
+                    if let Some(stat) = stat {
+                        autoscaler.record(&key, stat);
+                    }
+                }
+            }
+            _ = decide.tick() => {
+                autoscaler.tick(|key| {
+                    workloads.status(key).map_or(0, |s| s.endpoints.len() as u32)
+                });
+            }
+        }
+    }
+}
+
+/// The revision-wide stat: the sum over its replicas. `None` when no replica answered.
+async fn scrape_all(addrs: &[SocketAddr]) -> Option<Stat> {
+    let mut set = tokio::task::JoinSet::new();
+    for addr in addrs.iter().copied() {
+        set.spawn(scrape(addr));
+    }
+    let mut total: Option<Stat> = None;
+    while let Some(Ok(stat)) = set.join_next().await {
+        if let Some(s) = stat {
+            let t = total.get_or_insert_with(Stat::default);
+            t.concurrency += s.concurrency;
+            t.rps += s.rps;
+        }
+    }
+    total
+}
+
+/// One queue-proxy's last-second averages from its admin `/metrics`.
+async fn scrape(addr: SocketAddr) -> Option<Stat> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: queue-proxy\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::with_capacity(2048);
+        stream.take(64 * 1024).read_to_end(&mut buf).await.ok()?;
+        parse_metrics(&String::from_utf8_lossy(&buf))
+    };
+    tokio::time::timeout(SCRAPE_PERIOD, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Reads `queue_average_concurrent_requests` and `queue_requests_per_second` from Prometheus
+/// text.
+fn parse_metrics(text: &str) -> Option<Stat> {
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    Some(Stat {
+        concurrency: value("queue_average_concurrent_requests")?,
+        rps: value("queue_requests_per_second").unwrap_or(0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_crds::config::AutoscalerConfig;
+
+    #[test]
+    fn reads_the_queue_proxy_averages() {
+        let text = "HTTP/1.1 200 OK\r\n\r\n# HELP x\n\
+            queue_average_concurrent_requests{revision=\"a\"} 2.5\n\
+            queue_requests_per_second{revision=\"a\"} 12\n";
+        assert_eq!(
+            parse_metrics(text),
+            Some(Stat {
+                concurrency: 2.5,
+                rps: 12.0
+            })
+        );
+        assert_eq!(parse_metrics("nothing"), None);
+    }
+
+    #[test]
+    fn a_report_for_a_revision_at_zero_decides_at_once() {
+        let a = Autoscaler::new();
+        let key = RevisionKey::new("default", "hello-00001");
+        let cfg = AutoscalerConfig {
+            allow_zero_initial_scale: true,
+            initial_scale: 0,
+            ..AutoscalerConfig::default()
+        };
+        let spec = ScalerSpec::resolve(&Default::default(), 0, &cfg);
+        assert_eq!(a.sync(&key, spec.clone()).desired, 0);
+        let mut changes = a.changes();
+        changes.mark_unchanged();
+        a.report(&ActivatorStat {
+            revision: key.clone(),
+            held: 1.0,
+            in_flight: 0.0,
+            held_requests: 1.0,
+        });
+        assert!(changes.has_changed().unwrap(), "the driver is woken");
+        assert_eq!(a.sync(&key, spec).desired, 1);
+    }
+}
