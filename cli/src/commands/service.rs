@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{ContainerPort, EnvVar};
 use serde_json::Value;
+use sluice_crds::autoscaling;
 use sluice_crds::template::Container;
 use sluice_crds::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec};
 
@@ -41,7 +42,7 @@ pub enum ServiceCommand {
         wait: WaitFlags,
     },
     /// List services.
-    #[command(visible_alias = "ls")]
+    #[command(alias = "ls")]
     List {
         /// Only this service.
         name: Option<String>,
@@ -111,6 +112,101 @@ pub struct EditFlags {
     /// Name of the revision this change stamps; must start with the service name and a dash.
     #[arg(long)]
     revision_name: Option<String>,
+    #[command(flatten)]
+    scale: ScaleFlags,
+}
+
+/// kn's `--scale*` flags, written as `autoscaling.knative.dev/*` template annotations.
+#[derive(Debug, Args, Default)]
+pub struct ScaleFlags {
+    /// Replicas: N (min = max = N), MIN..MAX, MIN.. or ..MAX.
+    #[arg(long, value_name = "N|MIN..MAX", conflicts_with_all = ["scale_min", "scale_max"])]
+    scale: Option<String>,
+    /// Minimum replicas (0 lets the service scale to zero).
+    #[arg(long, value_name = "N")]
+    scale_min: Option<u32>,
+    /// Maximum replicas (0 = no limit).
+    #[arg(long, value_name = "N")]
+    scale_max: Option<u32>,
+    /// Replicas when a revision is created.
+    #[arg(long, value_name = "N")]
+    scale_init: Option<u32>,
+    /// Concurrency (or requests per second with --scale-metric rps) per replica to aim for,
+    /// at most --concurrency-limit.
+    #[arg(long, alias = "concurrency-target", value_name = "N")]
+    scale_target: Option<f64>,
+    /// Percentage of the target to use before scaling up (default 70).
+    #[arg(long, alias = "concurrency-utilization", value_name = "PERCENT")]
+    scale_utilization: Option<f64>,
+    /// How far back scaling decisions look, e.g. 10s (6s to 1h; default 60s).
+    #[arg(long, alias = "autoscale-window", value_name = "DURATION")]
+    scale_window: Option<String>,
+    /// What to scale on: concurrency (default) or rps.
+    #[arg(long, value_name = "METRIC", value_parser = ["concurrency", "rps"])]
+    scale_metric: Option<String>,
+    /// Smallest number of replicas when scaling up from zero (2 or more).
+    #[arg(long, value_name = "N")]
+    scale_activation: Option<u32>,
+}
+
+impl ScaleFlags {
+    fn any(&self) -> bool {
+        self.scale.is_some()
+            || self.scale_min.is_some()
+            || self.scale_max.is_some()
+            || self.scale_init.is_some()
+            || self.scale_target.is_some()
+            || self.scale_utilization.is_some()
+            || self.scale_window.is_some()
+            || self.scale_metric.is_some()
+            || self.scale_activation.is_some()
+    }
+
+    /// The template annotations the given flags set.
+    fn annotations(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let mut out = Vec::new();
+        if let Some(scale) = &self.scale {
+            let (min, max) = parse_scale(scale)?;
+            out.extend(min.map(|n| (autoscaling::MIN_SCALE, n.to_string())));
+            out.extend(max.map(|n| (autoscaling::MAX_SCALE, n.to_string())));
+        }
+        let flags = [
+            (autoscaling::MIN_SCALE, self.scale_min.map(|v| v.to_string())),
+            (autoscaling::MAX_SCALE, self.scale_max.map(|v| v.to_string())),
+            (autoscaling::INITIAL_SCALE, self.scale_init.map(|v| v.to_string())),
+            (autoscaling::TARGET, self.scale_target.map(|v| v.to_string())),
+            (
+                autoscaling::TARGET_UTILIZATION,
+                self.scale_utilization.map(|v| v.to_string()),
+            ),
+            (autoscaling::WINDOW, self.scale_window.clone()),
+            (autoscaling::METRIC, self.scale_metric.clone()),
+            (
+                autoscaling::ACTIVATION_SCALE,
+                self.scale_activation.map(|v| v.to_string()),
+            ),
+        ];
+        out.extend(flags.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        Ok(out)
+    }
+}
+
+/// kn's `--scale`: `N`, `MIN..MAX`, `MIN..` or `..MAX`.
+fn parse_scale(text: &str) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    let bad = || anyhow::anyhow!("--scale {text:?}: Scale must be of the format x..y or x");
+    let number = |s: &str| s.trim().parse::<u32>().map_err(|_| bad());
+    match text.split_once("..") {
+        None => {
+            let n = number(text)?;
+            Ok((Some(n), Some(n)))
+        }
+        Some(("", "")) => Err(bad()),
+        Some((min, max)) => {
+            let min = (!min.is_empty()).then(|| number(min)).transpose()?;
+            let max = (!max.is_empty()).then(|| number(max)).transpose()?;
+            Ok((min, max))
+        }
+    }
 }
 
 /// kn's traffic flags, applied as untag, tag, traffic.
@@ -161,6 +257,7 @@ impl EditFlags {
             || self.timeout.is_some()
             || self.working_dir.is_some()
             || self.revision_name.is_some()
+            || self.scale.any()
     }
 
     fn apply(&self, tpl: &mut RevisionTemplateSpec) -> anyhow::Result<()> {
@@ -214,6 +311,9 @@ impl EditFlags {
         }
         if let Some(t) = self.timeout {
             tpl.spec.timeout_seconds = Some(t);
+        }
+        for (key, value) in self.scale.annotations()? {
+            tpl.metadata.annotations.insert(key.to_owned(), value);
         }
         Ok(())
     }
@@ -437,6 +537,23 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
             wait::until_ready(client, namespace, &name, Duration::from_secs(wait_timeout)).await?;
             println!("\nService '{name}' in namespace '{namespace}' is ready.");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_accepts_kn_forms_and_names_the_format() {
+        assert_eq!(parse_scale("5").unwrap(), (Some(5), Some(5)));
+        assert_eq!(parse_scale("1..5").unwrap(), (Some(1), Some(5)));
+        assert_eq!(parse_scale("1..").unwrap(), (Some(1), None));
+        assert_eq!(parse_scale("..5").unwrap(), (None, Some(5)));
+        for bad in ["..", "x", "1..y", "-1"] {
+            let e = parse_scale(bad).unwrap_err().to_string();
+            assert!(e.contains("Scale must be of the format x..y or x"), "{e}");
         }
     }
 }
