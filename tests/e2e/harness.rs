@@ -44,7 +44,17 @@ pub struct Platform {
 impl Platform {
     /// Starts a daemon and waits until its admin API answers.
     pub fn start() -> Self {
+        Self::start_with_config(&[])
+    }
+
+    /// Starts a daemon whose home has these config files (`name`, YAML) from the first moment.
+    pub fn start_with_config(files: &[(&str, &str)]) -> Self {
         let home = tempfile::tempdir().unwrap();
+        let config = home.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        for (name, yaml) in files {
+            std::fs::write(config.join(name), yaml).unwrap();
+        }
         let port = free_port();
         let mut p = Self {
             home,

@@ -171,10 +171,22 @@ impl ScaleFlags {
             out.extend(max.map(|n| (autoscaling::MAX_SCALE, n.to_string())));
         }
         let flags = [
-            (autoscaling::MIN_SCALE, self.scale_min.map(|v| v.to_string())),
-            (autoscaling::MAX_SCALE, self.scale_max.map(|v| v.to_string())),
-            (autoscaling::INITIAL_SCALE, self.scale_init.map(|v| v.to_string())),
-            (autoscaling::TARGET, self.scale_target.map(|v| v.to_string())),
+            (
+                autoscaling::MIN_SCALE,
+                self.scale_min.map(|v| v.to_string()),
+            ),
+            (
+                autoscaling::MAX_SCALE,
+                self.scale_max.map(|v| v.to_string()),
+            ),
+            (
+                autoscaling::INITIAL_SCALE,
+                self.scale_init.map(|v| v.to_string()),
+            ),
+            (
+                autoscaling::TARGET,
+                self.scale_target.map(|v| v.to_string()),
+            ),
             (
                 autoscaling::TARGET_UTILIZATION,
                 self.scale_utilization.map(|v| v.to_string()),
