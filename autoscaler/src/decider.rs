@@ -247,6 +247,21 @@ mod tests {
     }
 
     #[test]
+    fn knative_documented_examples() {
+        // Default target without a limit: 100 × 70% = 70 per replica; 350 in flight → 5.
+        let mut s = spec();
+        s.target = 70.0;
+        s.total = 100.0;
+        assert_eq!(Decider::default().decide(&s, 0, 5, 350.0, 350.0).desired, 5);
+        // One replica seeing 3× its target in the panic window panics and jumps straight there.
+        let d = Decider::default().decide(&s, 0, 1, 70.0, 210.0);
+        assert!(d.panicking);
+        assert_eq!(d.desired, 3);
+        // Scale-down is at most halving: 10 ready, no demand → 5.
+        assert_eq!(Decider::default().decide(&s, 0, 10, 0.0, 0.0).desired, 5);
+    }
+
+    #[test]
     fn a_restart_with_replicas_starts_in_panic() {
         let mut d = Decider::new(5, 0);
         assert_eq!(

@@ -98,7 +98,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 () = tokio::time::sleep(requeue) => {}
             }
             // Coalesce a burst of changes into one pass.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
             store_changes.mark_unchanged();
             workload_changes.mark_unchanged();
             scale_changes.mark_unchanged();

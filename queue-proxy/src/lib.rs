@@ -99,8 +99,10 @@ impl State {
         Duration::from_millis(u64::try_from(now.saturating_sub(last)).unwrap_or(u64::MAX))
     }
 
-    /// Knative's probe contract: `K-Network-Probe: queue` gets 200 `queue` when ready.
-    fn probe(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+    /// Knative's probe contract: `K-Network-Probe: queue` gets 200 `queue` when ready. Until
+    /// the user process is first seen ready, each probe also checks it on the spot (as
+    /// Knative's queue-proxy does), so readiness is not delayed by the probe period.
+    async fn probe(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let value = req.headers().get(K_NETWORK_PROBE)?;
         if value != "queue" {
             return Some(text(
@@ -108,7 +110,13 @@ impl State {
                 format!("unexpected probe header value: {value:?}"),
             ));
         }
-        Some(if self.draining.load(Ordering::Acquire) {
+        let draining = self.draining.load(Ordering::Acquire);
+        if !draining && !self.readiness.is_ready() {
+            self.readiness
+                .check_now(self.user_addr, &self.cfg.readiness)
+                .await;
+        }
+        Some(if draining {
             text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
         } else if self.readiness.is_ready() {
             text(StatusCode::OK, "queue")
@@ -177,7 +185,7 @@ async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    if let Some(resp) = state.probe(&req) {
+    if let Some(resp) = state.probe(&req).await {
         return Ok(resp);
     }
     state.touch();

@@ -28,6 +28,13 @@ impl Readiness {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Checks the user process once now and records the result if it is ready.
+    pub async fn check_now(&self, target: SocketAddr, probe: &ReadinessProbe) {
+        if check(target, probe).await {
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
     /// Marks not ready (draining).
     pub fn set_not_ready(&self) {
         self.ready.store(false, Ordering::Release);

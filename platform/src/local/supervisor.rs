@@ -22,6 +22,9 @@ use crate::workloads::{
     Failure, Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
 };
 
+/// Probe period of a starting replica's queue-proxy during its first second.
+const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(5);
+
 /// How the supervisor starts queue-proxies and where it keeps logs.
 #[derive(Clone, Debug)]
 pub struct SupervisorConfig {
@@ -305,8 +308,10 @@ impl Replica {
         };
         let serving = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.queue));
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.admin));
-        // Knative's aggressive probing until ready, then a slower health check.
-        let mut period = Duration::from_millis(50);
+        // Probe every 5 ms for the first second (a cold start waits on this), then Knative's
+        // aggressive 50 ms until ready, then a slower health check.
+        let started = tokio::time::Instant::now();
+        let mut period = STARTUP_PROBE_PERIOD;
         let mut misses = 0u32;
         loop {
             tokio::select! {
@@ -349,6 +354,8 @@ impl Replica {
                         period = Duration::from_secs(1);
                     } else if was_ready && misses >= 3 {
                         self.set(|s| s.ready = None);
+                        period = Duration::from_millis(50);
+                    } else if !was_ready && started.elapsed() > Duration::from_secs(1) {
                         period = Duration::from_millis(50);
                     }
                 }
