@@ -60,6 +60,12 @@ impl Autoscaler {
         scaler.scale()
     }
 
+    /// The last decision for a revision being scaled.
+    pub fn scale(&self, key: &RevisionKey) -> Option<Scale> {
+        let scalers = self.scalers.lock().expect("autoscaler lock");
+        scalers.get(key).map(RevisionScaler::scale)
+    }
+
     /// Forgets every revision not in `keep` (deleted or unreachable).
     pub fn retain(&self, keep: &HashSet<RevisionKey>) {
         self.scalers

@@ -2,14 +2,14 @@
 //! only what changed, keeps workloads in step with revisions, and publishes the routing
 //! snapshot. Level-triggered: any change to objects, replicas or config runs a full pass.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_crds::config::{Configs, GcConfig};
 use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::routing::RoutingSnapshot;
-use sluice_platform::{Store, StoreError, Workloads};
+use sluice_platform::{RevisionKey, Store, StoreError, WorkloadSpec, Workloads};
 use tokio::sync::watch;
 
 use crate::autoscaling::Autoscaler;
@@ -33,7 +33,18 @@ pub struct Controller<S, W> {
     workloads: Arc<W>,
     autoscaler: Arc<Autoscaler>,
     settings: watch::Receiver<Arc<Settings>>,
+    fast: Arc<FastPath<W>>,
+}
+
+/// What must not wait for a full pass, run beside it: a new scale goes to the workloads, and a
+/// replica that turns ready goes into the routing snapshot, at once (a cold start waits on
+/// both).
+struct FastPath<W> {
+    workloads: Arc<W>,
+    autoscaler: Arc<Autoscaler>,
     snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+    /// Every revision's workload as last ensured.
+    ensured: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
 }
 
 macro_rules! typed {
@@ -57,6 +68,74 @@ fn same_metadata(
         && a.owner_references == b.owner_references
 }
 
+impl<W: Workloads> FastPath<W> {
+    /// Applies the autoscaler's current decisions to the workloads.
+    async fn apply_scales(&self) {
+        let changed: Vec<WorkloadSpec> = {
+            let ensured = self.ensured.lock().expect("ensured lock");
+            ensured
+                .iter()
+                .filter_map(|(key, spec)| {
+                    let desired = self.autoscaler.scale(key)?.desired;
+                    (desired != spec.replicas).then(|| WorkloadSpec {
+                        replicas: desired,
+                        ..spec.clone()
+                    })
+                })
+                .collect()
+        };
+        for spec in changed {
+            self.ensure(spec).await;
+        }
+    }
+
+    async fn ensure(&self, spec: WorkloadSpec) {
+        let key = spec.key.clone();
+        let result = self.workloads.ensure(spec.clone()).await;
+        if let Err(error) = result {
+            tracing::warn!(revision = %key, %error, "Cannot run revision.");
+        }
+        self.ensured.lock().expect("ensured lock").insert(key, spec);
+    }
+
+    /// Republishes the routing snapshot with every revision's current ready endpoints, without
+    /// reading the store: a replica that turns ready serves at once.
+    fn refresh_endpoints(&self) {
+        self.snapshot.send_if_modified(|current| {
+            let mut next = (**current).clone();
+            for (key, backends) in &mut next.revisions {
+                let Some((ns, name)) = key.split_once('/') else {
+                    continue;
+                };
+                let status = self.workloads.status(&RevisionKey::new(ns, name));
+                backends.endpoints = status.map(|s| s.endpoints).unwrap_or_default();
+            }
+            if next == **current {
+                return false;
+            }
+            *current = Arc::new(next);
+            true
+        });
+    }
+
+    async fn follow(&self) {
+        let mut workload_changes = self.workloads.changes();
+        let mut scale_changes = self.autoscaler.changes();
+        loop {
+            tokio::select! {
+                r = workload_changes.changed() => {
+                    if r.is_err() { return; }
+                    self.refresh_endpoints();
+                }
+                r = scale_changes.changed() => {
+                    if r.is_err() { return; }
+                    self.apply_scales().await;
+                }
+            }
+        }
+    }
+}
+
 impl<S: Store, W: Workloads> Controller<S, W> {
     /// A controller publishing routing snapshots to `snapshot`.
     pub fn new(
@@ -66,12 +145,18 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         settings: watch::Receiver<Arc<Settings>>,
         snapshot: watch::Sender<Arc<RoutingSnapshot>>,
     ) -> Self {
+        let fast = Arc::new(FastPath {
+            workloads: workloads.clone(),
+            autoscaler: autoscaler.clone(),
+            snapshot,
+            ensured: Mutex::default(),
+        });
         Self {
             store,
             workloads,
             autoscaler,
             settings,
-            snapshot,
+            fast,
         }
     }
 
@@ -80,6 +165,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         let mut store_changes = self.store.changes();
         let mut workload_changes = self.workloads.changes();
         let mut scale_changes = self.autoscaler.changes();
+        let fast = self.fast.clone();
+        let follower = tokio::spawn(async move { fast.follow().await });
         tokio::pin!(shutdown);
         loop {
             let requeue = match self.reconcile_all().await {
@@ -90,7 +177,10 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 }
             };
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    follower.abort();
+                    return;
+                }
                 _ = store_changes.changed() => {}
                 _ = workload_changes.changed() => {}
                 _ = scale_changes.changed() => {}
@@ -158,6 +248,11 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
         self.mark_routing_state(&mut revisions, &routed).await?;
         let live: HashSet<_> = revisions.iter().map(revision::key).collect();
+        self.fast
+            .ensured
+            .lock()
+            .expect("ensured lock")
+            .retain(|k, _| live.contains(k));
         for key in self.workloads.keys() {
             if !live.contains(&key) {
                 let _ = self.workloads.delete(&key).await;
@@ -185,10 +280,14 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
             let spec = revision::workload_spec(rev, scale.map_or(0, |s| s.desired));
             let current = self.workloads.status(&key);
-            if current.as_ref().is_none_or(|s| s.desired != spec.replicas)
-                && let Err(error) = self.workloads.ensure(spec).await
-            {
-                tracing::warn!(revision = %key, %error, "Cannot run revision.");
+            if current.as_ref().is_none_or(|s| s.desired != spec.replicas) {
+                self.fast.ensure(spec).await;
+            } else {
+                self.fast
+                    .ensured
+                    .lock()
+                    .expect("ensured lock")
+                    .insert(key.clone(), spec);
             }
             let status = revision::status(
                 rev,
@@ -271,13 +370,15 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             let endpoints = self.workloads.status(key).map(|s| s.endpoints);
             (endpoints.unwrap_or_default(), buffered.contains(key))
         });
-        self.snapshot.send_if_modified(|current| {
+        self.fast.snapshot.send_if_modified(|current| {
             if **current == snapshot {
                 return false;
             }
             *current = Arc::new(snapshot);
             true
         });
+        // A replica may have turned ready (or gone) since the endpoints above were read.
+        self.fast.refresh_endpoints();
         Ok(requeue)
     }
 

@@ -280,6 +280,7 @@ impl Replica {
             .cfg
             .log_dir
             .join(format!("{}_{}.log", self.spec.key.namespace, self.pod));
+        tracing::debug!(revision = %self.spec.key, pod = %self.pod, "Starting replica.");
         let mut user = match Process::spawn(self.user_command(&ports), &log).await {
             Ok(p) => p,
             Err(e) => {
@@ -306,6 +307,7 @@ impl Replica {
                 );
             }
         };
+        tracing::debug!(revision = %self.spec.key, pod = %self.pod, "Replica processes started.");
         let serving = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.queue));
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.admin));
         // Probe every 5 ms for the first second (a cold start waits on this), then Knative's
