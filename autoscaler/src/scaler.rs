@@ -2,11 +2,11 @@
 //! scale-to-zero state machine (Knative's `kpa/scaler.go`). It is pure; the caller records stats
 //! and ticks it with the time, so tests replay traces on a driven clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use sluice_crds::autoscaling::{
-    ACTIVATION_SCALE, PANIC_THRESHOLD_PERCENTAGE, PANIC_WINDOW_PERCENTAGE,
+    ACTIVATION_SCALE, PANIC_THRESHOLD_PERCENTAGE, PANIC_WINDOW_PERCENTAGE, SCALE_DOWN_DELAY,
     SCALE_TO_ZERO_POD_RETENTION, TARGET_BURST_CAPACITY, WINDOW, scale_value,
 };
 use sluice_crds::config::{AutoscalerConfig, parse_duration};
@@ -35,6 +35,9 @@ pub struct ScalerSpec {
     pub grace: Duration,
     /// `scale-to-zero-pod-retention-period`.
     pub retention: Duration,
+    /// `scale-down-delay`: a decision to scale down takes effect only once it has held this
+    /// long (the maximum decision over the delay applies).
+    pub scale_down_delay: Duration,
 }
 
 impl ScalerSpec {
@@ -86,6 +89,7 @@ impl ScalerSpec {
                 SCALE_TO_ZERO_POD_RETENTION,
                 cfg.scale_to_zero_pod_retention_period,
             ),
+            scale_down_delay: duration(SCALE_DOWN_DELAY, cfg.scale_down_delay),
         }
     }
 
@@ -134,6 +138,8 @@ pub struct RevisionScaler {
     stable: WindowBuckets,
     panic: WindowBuckets,
     decider: Decider,
+    /// Recent decisions within the scale-down delay, oldest first.
+    delayed: VecDeque<(Duration, u32)>,
     initialized: bool,
     scale: Scale,
     activity_since: Duration,
@@ -153,6 +159,7 @@ impl RevisionScaler {
             stable: WindowBuckets::new(spec.decider.stable_window),
             panic: WindowBuckets::new(spec.panic_window),
             decider: Decider::default(),
+            delayed: VecDeque::new(),
             initialized: false,
             scale: Scale {
                 desired: initial,
@@ -241,7 +248,7 @@ impl RevisionScaler {
                 self.stable.average(secs),
                 self.panic.average(secs),
             );
-            want = d.desired;
+            want = self.delay_scale_down(now, d.desired);
             self.scale.excess_burst_capacity = d.excess_burst_capacity;
             self.scale.panicking = d.panicking;
         }
@@ -258,6 +265,27 @@ impl RevisionScaler {
         }
         self.scale.desired = want;
         self.scale
+    }
+
+    /// The largest decision within the scale-down delay (Knative's delay window).
+    fn delay_scale_down(&mut self, now: Duration, desired: u32) -> u32 {
+        let delay = self.spec.scale_down_delay;
+        if delay.is_zero() {
+            return desired;
+        }
+        while self
+            .delayed
+            .front()
+            .is_some_and(|(at, _)| *at + delay <= now)
+        {
+            self.delayed.pop_front();
+        }
+        self.delayed.push_back((now, desired));
+        self.delayed
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or(desired)
     }
 
     /// Knative's `handleScaleToZero`: zero only after a stable window of activity with no
@@ -483,6 +511,34 @@ mod tests {
             .collect();
         assert!(after.windows(2).all(|w| w[1] >= w[0] / 2), "{after:?}");
         assert_eq!(*after.last().unwrap(), 1);
+    }
+
+    #[test]
+    fn scale_down_delay_holds_the_highest_recent_decision() {
+        let mut r = Replay::new(spec(&[(SCALE_DOWN_DELAY, "20s")], 10));
+        r.run(0, 60, 70.0);
+        assert_eq!(r.ready, 10);
+        r.run(60, 200, 7.0);
+        let first_down = r
+            .decisions
+            .iter()
+            .find(|(t, s)| *t >= 60 && s.desired < 10)
+            .map(|(t, _)| *t)
+            .unwrap();
+        // Without the delay the panic window (6 s) would let it drop within a few seconds of
+        // the stable average falling; the delay keeps 10 for 20 s after the last decision for 10.
+        let undelayed = {
+            let mut u = Replay::new(spec(&[], 10));
+            u.run(0, 60, 70.0);
+            u.run(60, 200, 7.0);
+            u.decisions
+                .iter()
+                .find(|(t, s)| *t >= 60 && s.desired < 10)
+                .map(|(t, _)| *t)
+                .unwrap()
+        };
+        assert!(first_down >= undelayed + 18, "{first_down} vs {undelayed}");
+        assert_eq!(r.ready, 1);
     }
 
     #[test]
