@@ -173,27 +173,11 @@ impl Admin {
             (Method::POST, ["v1", op @ ("apply" | "create")]) => {
                 let create_only = *op == "create";
                 let dry_run = query.split('&').any(|kv| kv == "dryRun=true");
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
-                    .to_bytes();
-                let value: Value = serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}"))
-                })?;
+                let value: Value = json_body(req, "JSON").await?;
                 self.write(value, create_only, dry_run).await
             }
             (Method::POST, ["v1", "stats"]) => {
-                let body = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
-                    .to_bytes();
-                let stats: Vec<ActivatorStat> = serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::new(StatusCode::BAD_REQUEST, format!("body is not stats: {e}"))
-                })?;
+                let stats: Vec<ActivatorStat> = json_body(req, "activator stats").await?;
                 for stat in &stats {
                     self.autoscaler.report(stat);
                 }
@@ -282,6 +266,21 @@ impl Admin {
         );
         resp
     }
+}
+
+/// The request body as `T`; a 400 naming `what` was expected otherwise.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not {what}: {e}")))
 }
 
 fn parse_kind(text: &str) -> Result<ObjectKind, ApiError> {
