@@ -2,6 +2,7 @@
 //! implementation: the object [`store`], the [`workloads`] that run revisions, and the
 //! [`routing`] snapshot the activator serves from.
 
+pub mod kube;
 pub mod local;
 pub mod routing;
 pub mod store;

@@ -1,0 +1,182 @@
+//! The Kubernetes platform against a real API server (etcd plus kube-apiserver on loopback;
+//! see `kube/apiserver.rs`). One server serves every scenario of this file, in turn.
+
+#[path = "kube/apiserver.rs"]
+mod apiserver;
+
+use std::path::Path;
+use std::time::Duration;
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use sluice_crds::config::DefaultsConfig;
+use sluice_crds::{Object, ObjectKind, manifest};
+use sluice_platform::kube::KubeStore;
+use sluice_platform::{Store, StoreError};
+
+fn fixtures() -> Vec<(String, Vec<Object>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/tests/fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let objs = manifest::parse_documents(&text).unwrap();
+        out.push((
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            objs,
+        ));
+    }
+    out
+}
+
+fn services(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("serving.knative.dev", "v1", "Service");
+    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk))
+}
+
+/// The API server's answer to creating `yaml` as a Service (dry run): Ok, or its message.
+async fn dry_run(client: &Client, yaml: &str) -> Result<(), String> {
+    let obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+    let pp = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    services(client)
+        .create(&pp, &obj)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn schema_accepts_knative_examples_and_rejects_bad_fields(client: &Client) {
+    for (file, objs) in fixtures() {
+        for mut obj in objs {
+            obj.set_defaults(&DefaultsConfig::default());
+            let value = obj.to_json();
+            let kind = obj.kind();
+            let gvk = GroupVersionKind::gvk("serving.knative.dev", "v1", kind.as_str());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+            let dynamic: DynamicObject = serde_json::from_value(value).unwrap();
+            let pp = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            if let Err(e) = api.create(&pp, &dynamic).await {
+                panic!("{file}: the API server refused {kind}: {e}");
+            }
+        }
+    }
+    let bad = [
+        (
+            "containerConcurrency: many",
+            "spec.template.spec.containerConcurrency",
+        ),
+        ("timeoutSeconds: soon", "spec.template.spec.timeoutSeconds"),
+    ];
+    for (line, field) in bad {
+        let yaml = format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  template:\n    spec:\n      {line}\n      containers:\n        - image: example.com/app\n"
+        );
+        let err = dry_run(client, &yaml)
+            .await
+            .expect_err("a bad field was accepted");
+        assert!(err.contains(field), "{line}: {err}");
+    }
+    let traffic = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  template:\n    spec:\n      containers:\n        - image: example.com/app\n  traffic:\n    - latestRevision: true\n      percent: lots\n";
+    let err = dry_run(client, traffic).await.expect_err("percent: lots");
+    assert!(err.contains("spec.traffic[0].percent"), "{err}");
+}
+
+async fn store_round_trip(client: &Client) {
+    let store = KubeStore::new(client.clone());
+    store.watch();
+    let mut changes = store.changes();
+    let mut objs = manifest::parse_documents(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  template:\n    spec:\n      containers:\n        - image: example.com/hello\n",
+    )
+    .unwrap();
+    let mut svc = objs.remove(0);
+    svc.set_defaults(&DefaultsConfig::default());
+
+    let created = store.create(svc.clone()).await.unwrap();
+    assert_eq!(created.meta().generation, Some(1));
+    assert!(created.meta().uid.is_some());
+    assert!(matches!(
+        store.create(svc.clone()).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the watch saw the create")
+        .unwrap();
+
+    // A spec change bumps generation; a stale resourceVersion is a conflict.
+    let Object::Service(mut next) = created.clone() else {
+        unreachable!()
+    };
+    next.spec.template.spec.container_concurrency = Some(3);
+    let updated = store.update(Object::Service(next.clone())).await.unwrap();
+    assert_eq!(updated.meta().generation, Some(2));
+    assert!(matches!(
+        store.update(Object::Service(next.clone())).await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // Status goes through the status subresource (server-side apply) and leaves spec alone.
+    let Object::Service(mut with_status) = updated else {
+        unreachable!()
+    };
+    with_status.status = Some(sluice_crds::ServiceStatus {
+        observed_generation: Some(2),
+        ..Default::default()
+    });
+    with_status.spec.template.spec.container_concurrency = Some(9);
+    store
+        .update_status(Object::Service(with_status))
+        .await
+        .unwrap();
+    let Some(Object::Service(read)) = store
+        .get(ObjectKind::Service, "default", "hello")
+        .await
+        .unwrap()
+    else {
+        panic!("hello is gone")
+    };
+    assert_eq!(read.status.unwrap().observed_generation, Some(2));
+    assert_eq!(read.spec.template.spec.container_concurrency, Some(3));
+
+    let listed = store.list(ObjectKind::Service, None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        store
+            .delete(ObjectKind::Service, "default", "hello")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete(ObjectKind::Service, "default", "hello")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .get(ObjectKind::Service, "default", "hello")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_api_server() {
+    let server = tokio::task::spawn_blocking(apiserver::ApiServer::start)
+        .await
+        .unwrap();
+    let client = server.client();
+    apiserver::install_crds(&client).await;
+    schema_accepts_knative_examples_and_rejects_bad_fields(&client).await;
+    store_round_trip(&client).await;
+}
