@@ -51,6 +51,7 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
     };
     WorkloadSpec {
         key: key(rev),
+        uid: rev.metadata.uid.clone().unwrap_or_default(),
         service: label(&rev.metadata, keys::SERVICE)
             .unwrap_or_default()
             .to_owned(),
@@ -59,7 +60,8 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
             .to_owned(),
         argv,
         env,
-        working_dir: container.working_dir.map(PathBuf::from),
+        working_dir: container.working_dir.clone().map(PathBuf::from),
+        container,
         replicas,
         container_concurrency: spec.concurrency(),
         timeout: secs(spec.timeout_seconds).unwrap_or(Duration::from_secs(300)),

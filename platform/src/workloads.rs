@@ -19,6 +19,11 @@ pub struct WorkloadSpec {
     pub service: String,
     /// `K_CONFIGURATION`.
     pub configuration: String,
+    /// The revision's uid (owner of what a cluster creates for it).
+    pub uid: String,
+    /// The serving container as the revision declares it (platforms that run images use it
+    /// whole; the local platform reads `argv` and `env` below).
+    pub container: sluice_crds::template::Container,
     /// Program and arguments (`command` followed by `args`).
     pub argv: Vec<String>,
     /// Literal environment of the user process.

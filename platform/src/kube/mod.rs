@@ -1,6 +1,8 @@
 //! The Kubernetes side of the seams, over kube-rs: objects are the `serving.knative.dev`
-//! custom resources on the API server.
+//! custom resources on the API server, and revisions run as Deployments.
 
 pub mod store;
+pub mod workloads;
 
 pub use store::KubeStore;
+pub use workloads::{KubeWorkloads, KubeWorkloadsConfig};

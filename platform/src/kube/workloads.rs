@@ -1,0 +1,500 @@
+//! [`Workloads`] on Kubernetes: a revision runs as the Deployment `<revision>-deployment` (the
+//! user container plus the queue-proxy sidecar on Knative's ports) behind the Service
+//! `<revision>-private` that selects its pods, both owned by the Revision. Scale changes go
+//! through the Deployment's `/scale` subresource. Ready replicas come from the Service's
+//! EndpointSlices, as Knative's activator and autoscaler find them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HTTPHeader, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use tokio::sync::watch;
+
+use crate::routing::RevisionKey;
+use crate::workloads::{Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads};
+
+/// Knative's queue-proxy ports.
+pub const QUEUE_SERVING_PORT: u16 = 8012;
+/// The queue-proxy's metrics port (Knative's autoscaler scrapes 9090).
+pub const QUEUE_METRICS_PORT: u16 = 9090;
+/// The label naming a pod's (and its objects') revision.
+pub const REVISION_LABEL: &str = "serving.knative.dev/revision";
+/// The label EndpointSlices carry naming their Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// How revisions run on the cluster.
+#[derive(Clone, Debug)]
+pub struct KubeWorkloadsConfig {
+    /// The image of the queue-proxy sidecar.
+    pub queue_proxy_image: String,
+}
+
+/// Revisions as Deployments.
+#[derive(Clone)]
+pub struct KubeWorkloads {
+    client: Client,
+    cfg: Arc<KubeWorkloadsConfig>,
+    observed: Arc<Mutex<Observed>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Default)]
+struct Observed {
+    /// Replicas wanted, per Deployment we run.
+    desired: HashMap<RevisionKey, u32>,
+    /// Ready pod addresses per revision, from EndpointSlices (keyed by slice name).
+    slices: HashMap<RevisionKey, BTreeMap<String, Vec<IpAddr>>>,
+}
+
+/// The Deployment's name for a revision.
+pub fn deployment_name(revision: &str) -> String {
+    format!("{revision}-deployment")
+}
+
+/// The name of the Service that selects a revision's pods.
+pub fn private_service_name(revision: &str) -> String {
+    format!("{revision}-private")
+}
+
+fn key_of(meta: &ObjectMeta) -> Option<RevisionKey> {
+    let rev = meta.labels.as_ref()?.get(REVISION_LABEL)?;
+    Some(RevisionKey::new(
+        meta.namespace.as_deref().unwrap_or("default"),
+        rev,
+    ))
+}
+
+impl KubeWorkloads {
+    /// Workloads on `client`; call [`KubeWorkloads::watch`] to observe the cluster.
+    pub fn new(client: Client, cfg: KubeWorkloadsConfig) -> Self {
+        Self {
+            client,
+            cfg: Arc::new(cfg),
+            observed: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Follows Deployments and EndpointSlices of revisions until the process ends.
+    pub fn watch(&self) {
+        let selector = watcher::Config::default().labels(REVISION_LABEL);
+        let deployments: Api<Deployment> = Api::all(self.client.clone());
+        let this = self.clone();
+        let config = selector.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(deployments, config).boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(e) => this.on_deployment(e),
+                    Err(error) => tracing::warn!(%error, "Deployment watch failed; retrying."),
+                }
+            }
+        });
+        let slices: Api<EndpointSlice> = Api::all(self.client.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(slices, selector).boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(e) => this.on_slice(e),
+                    Err(error) => tracing::warn!(%error, "EndpointSlice watch failed; retrying."),
+                }
+            }
+        });
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn on_deployment(&self, event: watcher::Event<Deployment>) {
+        let mut o = self.observed.lock().expect("observed lock");
+        match event {
+            watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
+                if let Some(key) = key_of(&d.metadata) {
+                    let replicas = d.spec.replicas.unwrap_or(1);
+                    o.desired
+                        .insert(key, u32::try_from(replicas).unwrap_or_default());
+                }
+            }
+            watcher::Event::Delete(d) => {
+                if let Some(key) = key_of(&d.metadata) {
+                    o.desired.remove(&key);
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+        drop(o);
+        self.changed();
+    }
+
+    fn on_slice(&self, event: watcher::Event<EndpointSlice>) {
+        let mut o = self.observed.lock().expect("observed lock");
+        match event {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                if let Some(key) = key_of(&s.metadata) {
+                    let ready = s
+                        .endpoints
+                        .iter()
+                        .flatten()
+                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                        .flat_map(|e| e.addresses.iter())
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    let name = s.metadata.name.clone().unwrap_or_default();
+                    o.slices.entry(key).or_default().insert(name, ready);
+                }
+            }
+            watcher::Event::Delete(s) => {
+                if let Some(key) = key_of(&s.metadata)
+                    && let Some(slices) = o.slices.get_mut(&key)
+                {
+                    slices.remove(s.metadata.name.as_deref().unwrap_or_default());
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+        drop(o);
+        self.changed();
+    }
+
+    fn owner(spec: &WorkloadSpec) -> Vec<OwnerReference> {
+        if spec.uid.is_empty() {
+            return Vec::new();
+        }
+        vec![OwnerReference {
+            api_version: "serving.knative.dev/v1".into(),
+            kind: "Revision".into(),
+            name: spec.key.name.clone(),
+            uid: spec.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    }
+
+    fn labels(spec: &WorkloadSpec) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            (REVISION_LABEL.to_owned(), spec.key.name.clone()),
+            ("app".to_owned(), spec.key.name.clone()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                "sluice".to_owned(),
+            ),
+        ]);
+        if !spec.configuration.is_empty() {
+            labels.insert(
+                "serving.knative.dev/configuration".into(),
+                spec.configuration.clone(),
+            );
+        }
+        if !spec.service.is_empty() {
+            labels.insert("serving.knative.dev/service".into(), spec.service.clone());
+        }
+        labels
+    }
+
+    /// The Deployment that runs `spec` (Knative's `MakeDeployment`, in outline).
+    pub fn deployment(&self, spec: &WorkloadSpec) -> Result<Deployment, WorkloadError> {
+        let mut declared = serde_json::to_value(&spec.container)
+            .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
+        if let Some(fields) = declared.as_object_mut() {
+            fields
+                .entry("name")
+                .or_insert_with(|| "user-container".into());
+        }
+        let mut user: Container = serde_json::from_value(declared)
+            .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
+        if user.image.is_none() {
+            return Err(WorkloadError::Unsupported(format!(
+                "revision {}: its container has no image, which Kubernetes needs",
+                spec.key
+            )));
+        }
+        let user_port = user
+            .ports
+            .as_ref()
+            .and_then(|p| p.first())
+            .map_or(8080, |p| p.container_port);
+        user.ports = Some(vec![ContainerPort {
+            name: Some("user-port".into()),
+            container_port: user_port,
+            ..ContainerPort::default()
+        }]);
+        let env = user.env.get_or_insert_with(Vec::new);
+        let literal = |name: &str, value: &str| EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        };
+        env.push(literal("PORT", &user_port.to_string()));
+        env.push(literal("K_REVISION", &spec.key.name));
+        env.push(literal("K_CONFIGURATION", &spec.configuration));
+        env.push(literal("K_SERVICE", &spec.service));
+        // Readiness is the queue-proxy's: it probes the user container itself.
+        user.readiness_probe = None;
+
+        let pod_name = EnvVar {
+            name: "SERVING_POD".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+        };
+        let secs = |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+        let (probe_kind, probe_path) = match &spec.readiness {
+            Readiness::Tcp => ("tcp", String::new()),
+            Readiness::Http { path } => ("http", path.clone()),
+        };
+        let queue = Container {
+            name: "queue-proxy".into(),
+            image: Some(self.cfg.queue_proxy_image.clone()),
+            ports: Some(vec![
+                ContainerPort {
+                    name: Some("http".into()),
+                    container_port: i32::from(QUEUE_SERVING_PORT),
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some("http-usermetric".into()),
+                    container_port: i32::from(QUEUE_METRICS_PORT),
+                    ..ContainerPort::default()
+                },
+            ]),
+            env: Some(vec![
+                literal("QUEUE_BIND_ADDRESS", "0.0.0.0"),
+                literal("QUEUE_SERVING_PORT", &QUEUE_SERVING_PORT.to_string()),
+                literal("QUEUE_ADMIN_PORT", &QUEUE_METRICS_PORT.to_string()),
+                literal("USER_PORT", &user_port.to_string()),
+                literal(
+                    "CONTAINER_CONCURRENCY",
+                    &spec.container_concurrency.to_string(),
+                ),
+                literal(
+                    "REVISION_TIMEOUT_SECONDS",
+                    &spec.timeout.as_secs().to_string(),
+                ),
+                literal(
+                    "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
+                    &secs(spec.response_start_timeout),
+                ),
+                literal("REVISION_IDLE_TIMEOUT_SECONDS", &secs(spec.idle_timeout)),
+                literal("SERVING_NAMESPACE", &spec.key.namespace),
+                literal("SERVING_SERVICE", &spec.service),
+                literal("SERVING_CONFIGURATION", &spec.configuration),
+                literal("SERVING_REVISION", &spec.key.name),
+                literal("SERVING_READINESS_PROBE", probe_kind),
+                literal("SERVING_READINESS_PATH", &probe_path),
+                pod_name,
+            ]),
+            readiness_probe: Some(Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/".into()),
+                    port: IntOrString::Int(i32::from(QUEUE_SERVING_PORT)),
+                    http_headers: Some(vec![HTTPHeader {
+                        name: "K-Network-Probe".into(),
+                        value: "queue".into(),
+                    }]),
+                    ..HTTPGetAction::default()
+                }),
+                period_seconds: Some(1),
+                ..Probe::default()
+            }),
+            ..Container::default()
+        };
+        let labels = Self::labels(spec);
+        Ok(Deployment {
+            metadata: ObjectMeta {
+                name: Some(deployment_name(&spec.key.name)),
+                namespace: Some(spec.key.namespace.clone()),
+                labels: Some(labels.clone()),
+                owner_references: Some(Self::owner(spec)),
+                ..ObjectMeta::default()
+            },
+            spec: DeploymentSpec {
+                replicas: Some(i32::try_from(spec.replicas).unwrap_or(i32::MAX)),
+                selector: LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        REVISION_LABEL.to_owned(),
+                        spec.key.name.clone(),
+                    )])),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![user, queue],
+                        termination_grace_period_seconds: Some(
+                            i64::try_from(spec.timeout.as_secs()).unwrap_or(300),
+                        ),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            },
+            ..Deployment::default()
+        })
+    }
+
+    /// The Service selecting the revision's pods (Knative's `<revision>-private`).
+    pub fn private_service(spec: &WorkloadSpec) -> Service {
+        let port = |name: &str, port: u16, target: u16| ServicePort {
+            name: Some(name.into()),
+            port: i32::from(port),
+            target_port: Some(IntOrString::Int(i32::from(target))),
+            ..ServicePort::default()
+        };
+        Service {
+            metadata: ObjectMeta {
+                name: Some(private_service_name(&spec.key.name)),
+                namespace: Some(spec.key.namespace.clone()),
+                labels: Some(Self::labels(spec)),
+                owner_references: Some(Self::owner(spec)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some(BTreeMap::from([(
+                    REVISION_LABEL.to_owned(),
+                    spec.key.name.clone(),
+                )])),
+                ports: Some(vec![
+                    port("http", 80, QUEUE_SERVING_PORT),
+                    port("http-usermetric", QUEUE_METRICS_PORT, QUEUE_METRICS_PORT),
+                ]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+}
+
+fn runtime(e: kube::Error) -> WorkloadError {
+    WorkloadError::Runtime(e.to_string())
+}
+
+impl Workloads for KubeWorkloads {
+    async fn ensure(&self, spec: WorkloadSpec) -> Result<(), WorkloadError> {
+        let ns = &spec.key.namespace;
+        let name = deployment_name(&spec.key.name);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let apply = PatchParams::apply(super::store::FIELD_MANAGER).force();
+        let exists = deployments.get_opt(&name).await.map_err(runtime)?;
+        match exists {
+            None => {
+                let d = self.deployment(&spec)?;
+                deployments
+                    .patch(&name, &apply, &Patch::Apply(&d))
+                    .await
+                    .map_err(runtime)?;
+            }
+            Some(d) => {
+                let have = d.spec.replicas.unwrap_or(1);
+                let want = i32::try_from(spec.replicas).unwrap_or(i32::MAX);
+                if have != want {
+                    let scale = serde_json::json!({ "spec": { "replicas": want } });
+                    deployments
+                        .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&scale))
+                        .await
+                        .map_err(runtime)?;
+                }
+            }
+        }
+        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let svc = Self::private_service(&spec);
+        services
+            .patch(
+                &private_service_name(&spec.key.name),
+                &apply,
+                &Patch::Apply(&svc),
+            )
+            .await
+            .map_err(runtime)?;
+        self.observed
+            .lock()
+            .expect("observed lock")
+            .desired
+            .insert(spec.key.clone(), spec.replicas);
+        self.changed();
+        Ok(())
+    }
+
+    async fn delete(&self, key: &RevisionKey) -> Result<(), WorkloadError> {
+        let dp = DeleteParams::background();
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &key.namespace);
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+        for result in [
+            deployments
+                .delete(&deployment_name(&key.name), &dp)
+                .await
+                .map(|_| ()),
+            services
+                .delete(&private_service_name(&key.name), &dp)
+                .await
+                .map(|_| ()),
+        ] {
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(runtime(e)),
+            }
+        }
+        let mut o = self.observed.lock().expect("observed lock");
+        o.desired.remove(key);
+        o.slices.remove(key);
+        drop(o);
+        self.changed();
+        Ok(())
+    }
+
+    fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
+        let o = self.observed.lock().expect("observed lock");
+        let desired = *o.desired.get(key)?;
+        let mut ips: Vec<IpAddr> = o
+            .slices
+            .get(key)
+            .into_iter()
+            .flat_map(|s| s.values().flatten().copied())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        Some(WorkloadStatus {
+            desired,
+            endpoints: ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, QUEUE_SERVING_PORT))
+                .collect(),
+            metrics: ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, QUEUE_METRICS_PORT))
+                .collect(),
+            failure: None,
+        })
+    }
+
+    fn keys(&self) -> Vec<RevisionKey> {
+        let o = self.observed.lock().expect("observed lock");
+        o.desired.keys().cloned().collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
