@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use futures_util::StreamExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::NamespaceResourceScope;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,13 +36,16 @@ impl KubeStore {
         }
     }
 
-    /// Follows every kind until the process ends, bumping the change signal on each event.
+    /// Follows every kind until the process ends, bumping the change signal on each event;
+    /// a failed watch is retried with backoff.
     pub fn watch(&self) {
         fn follow<K: Knative>(store: &KubeStore) {
             let api: Api<K> = Api::all(store.client.clone());
             let changes = store.changes.clone();
             tokio::spawn(async move {
-                let mut events = watcher(api, watcher::Config::default()).boxed();
+                let mut events = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(_) => changes.send_modify(|v| *v += 1),

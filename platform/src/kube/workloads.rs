@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::routing::RevisionKey;
@@ -94,7 +94,7 @@ impl KubeWorkloads {
         let this = self.clone();
         let config = selector.clone();
         tokio::spawn(async move {
-            let mut events = watcher(deployments, config).boxed();
+            let mut events = watcher(deployments, config).default_backoff().boxed();
             while let Some(event) = events.next().await {
                 match event {
                     Ok(e) => this.on_deployment(e),
@@ -105,7 +105,7 @@ impl KubeWorkloads {
         let slices: Api<EndpointSlice> = Api::all(self.client.clone());
         let this = self.clone();
         tokio::spawn(async move {
-            let mut events = watcher(slices, selector).boxed();
+            let mut events = watcher(slices, selector).default_backoff().boxed();
             while let Some(event) = events.next().await {
                 match event {
                     Ok(e) => this.on_slice(e),
