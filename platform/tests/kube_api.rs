@@ -10,6 +10,7 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use serde::Deserialize;
 use sluice_crds::config::DefaultsConfig;
 use sluice_crds::{Object, ObjectKind, manifest};
 use sluice_platform::kube::KubeStore;
@@ -170,6 +171,136 @@ async fn store_round_trip(client: &Client) {
     );
 }
 
+/// Applies every top-level manifest in `config/` (the CRDs are installed separately).
+async fn apply_config_manifests(client: &Client) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let pp = PostParams::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
+            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+            let ns = value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
+            let c = client.clone();
+            let result = match kind.as_str() {
+                "Namespace" => Api::<Namespace>::all(c)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "ServiceAccount" => Api::<ServiceAccount>::namespaced(c, &ns)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "ConfigMap" => Api::<ConfigMap>::namespaced(c, &ns)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "ClusterRole" => Api::<ClusterRole>::all(c)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "Role" => Api::<Role>::namespaced(c, &ns)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                "RoleBinding" => Api::<RoleBinding>::namespaced(c, &ns)
+                    .create(&pp, &serde_json::from_value(value).unwrap())
+                    .await
+                    .map(|_| ()),
+                other => panic!("{}: no test support for kind {other}", file.display()),
+            };
+            if let Err(e) = result {
+                panic!("{}: {kind} refused: {e}", file.display());
+            }
+        }
+    }
+}
+
+/// Whether the API server's RBAC lets `service_account` (in sluice-system) do `verb` on
+/// `group/resource[/subresource]`.
+async fn allowed(client: &Client, service_account: &str, verb: &str, resource: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let (group, rest) = resource.split_once('/').unwrap();
+    let (resource, subresource) = match rest.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_owned())),
+        None => (rest, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!(
+                "system:serviceaccount:sluice-system:{service_account}"
+            )),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                subresource,
+                verb: Some(verb.to_owned()),
+                namespace: Some("default".to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+async fn manifests_install_with_least_privilege_rbac(client: &Client) {
+    apply_config_manifests(client).await;
+    for (verb, resource) in [
+        ("patch", "apps/deployments/scale"),
+        ("create", "apps/deployments"),
+        ("patch", "serving.knative.dev/revisions/status"),
+        ("watch", "discovery.k8s.io/endpointslices"),
+    ] {
+        assert!(
+            allowed(client, "sluice-controller", verb, resource).await,
+            "the controller may not {verb} {resource}"
+        );
+    }
+    for (account, verb, resource) in [
+        ("sluice-controller", "get", "/secrets"),
+        ("sluice-controller", "create", "/pods"),
+        ("sluice-activator", "create", "serving.knative.dev/services"),
+        ("sluice-activator", "patch", "apps/deployments/scale"),
+    ] {
+        assert!(
+            !allowed(client, account, verb, resource).await,
+            "{account} may {verb} {resource}, which it does not need"
+        );
+    }
+    assert!(
+        allowed(
+            client,
+            "sluice-activator",
+            "watch",
+            "serving.knative.dev/routes"
+        )
+        .await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_api_server() {
     let server = tokio::task::spawn_blocking(apiserver::ApiServer::start)
@@ -179,4 +310,5 @@ async fn kubernetes_api_server() {
     apiserver::install_crds(&client).await;
     schema_accepts_knative_examples_and_rejects_bad_fields(&client).await;
     store_round_trip(&client).await;
+    manifests_install_with_least_privilege_rbac(&client).await;
 }
