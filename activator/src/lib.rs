@@ -134,7 +134,18 @@ async fn acquire(
     mut rev: Arc<Revision>,
     deadline: Instant,
 ) -> Result<(Arc<Revision>, SocketAddr, EndpointLoad), Refused> {
+    // The common case: a slot is free now, and nothing else is set up.
+    if let Some((addr, load)) = rev.pick() {
+        return Ok((rev, addr, load));
+    }
     let mut changed = state.routes.changed.subscribe();
+    // The table may have changed before the subscription: wait on the current one.
+    rev = state
+        .routes
+        .table()
+        .revision(&rev.key)
+        .ok_or(Refused::Unrouted)?
+        .clone();
     let mut held = None;
     loop {
         // Listen for a freed slot before looking, so a release in between is not missed.

@@ -25,7 +25,7 @@ pub fn collect(routes: &Routes) -> Vec<ActivatorStat> {
     routes
         .table()
         .revisions()
-        .filter_map(|r| r.demand.report(&r.key))
+        .filter_map(|r| r.demand.report(&r.key, r.in_flight()))
         .collect()
 }
 

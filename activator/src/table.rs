@@ -15,21 +15,15 @@ use sluice_platform::routing::{RevisionKey, RoutingSnapshot};
 use sluice_queue_proxy::stats::Window;
 use tokio::sync::Notify;
 
-/// What the activator sees of one revision's demand: requests held and in flight, as
-/// time-weighted averages per reporting period, and a wake-up for held requests when a slot
-/// frees.
+/// What the activator sees of one revision's demand: requests held, as a time-weighted
+/// average per reporting period, and a wake-up for held requests when a slot frees. Only held
+/// requests take the lock; forwarded ones touch atomics alone.
 #[derive(Debug)]
 pub struct Demand {
     held: AtomicU32,
-    windows: Mutex<DemandWindows>,
+    held_window: Mutex<Window>,
     freed: Notify,
     poked: AtomicBool,
-}
-
-#[derive(Debug)]
-struct DemandWindows {
-    held: Window,
-    in_flight: Window,
 }
 
 /// Why a request cannot be held.
@@ -43,26 +37,22 @@ pub struct Held(Arc<Demand>);
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.held.fetch_sub(1, Ordering::AcqRel);
-        self.0.windows().held.request_out(Instant::now());
+        self.0.window().request_out(Instant::now());
     }
 }
 
 impl Demand {
     fn new() -> Self {
-        let now = Instant::now();
         Self {
             held: AtomicU32::new(0),
-            windows: Mutex::new(DemandWindows {
-                held: Window::new(now),
-                in_flight: Window::new(now),
-            }),
+            held_window: Mutex::new(Window::new(Instant::now())),
             freed: Notify::new(),
             poked: AtomicBool::new(false),
         }
     }
 
-    fn windows(&self) -> std::sync::MutexGuard<'_, DemandWindows> {
-        self.windows.lock().expect("demand lock")
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.held_window.lock().expect("demand lock")
     }
 
     /// Holds a request, unless `depth` requests are held already.
@@ -75,7 +65,7 @@ impl Demand {
         if admitted.is_err() {
             return Err(QueueFull(depth));
         }
-        self.windows().held.request_in(Instant::now());
+        self.window().request_in(Instant::now());
         Ok(Held(self.clone()))
     }
 
@@ -94,18 +84,15 @@ impl Demand {
         !self.poked.swap(true, Ordering::AcqRel)
     }
 
-    /// Closes the reporting period: the stat to send, if anything happened.
-    pub fn report(&self, revision: &RevisionKey) -> Option<ActivatorStat> {
+    /// Closes the reporting period: the stat to send, if anything happened. `in_flight` is
+    /// the count of forwarded requests not yet answered, now.
+    pub fn report(&self, revision: &RevisionKey, in_flight: u32) -> Option<ActivatorStat> {
         self.poked.store(false, Ordering::Release);
-        let now = Instant::now();
-        let mut w = self.windows();
-        let held = w.held.report(now);
-        let in_flight = w.in_flight.report(now);
-        let busy = held.average_concurrency > 0.0 || in_flight.average_concurrency > 0.0;
-        busy.then(|| ActivatorStat {
+        let held = self.window().report(Instant::now());
+        (held.average_concurrency > 0.0 || in_flight > 0).then(|| ActivatorStat {
             revision: revision.clone(),
             held: held.average_concurrency,
-            in_flight: in_flight.average_concurrency,
+            in_flight: f64::from(in_flight),
             held_requests: held.requests as f64,
         })
     }
@@ -127,9 +114,7 @@ pub struct EndpointLoad(Arc<Endpoint>);
 impl Drop for EndpointLoad {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let demand = &self.0.demand;
-        demand.windows().in_flight.request_out(Instant::now());
-        demand.freed.notify_one();
+        self.0.demand.freed.notify_one();
     }
 }
 
@@ -146,7 +131,6 @@ impl Endpoint {
                 (limit == 0 || n < limit).then_some(n + 1)
             });
         taken.ok()?;
-        self.demand.windows().in_flight.request_in(Instant::now());
         Some(EndpointLoad(self.clone()))
     }
 }
@@ -174,6 +158,11 @@ pub struct Revision {
 }
 
 impl Revision {
+    /// Requests forwarded to its replicas and not yet answered.
+    pub fn in_flight(&self) -> u32 {
+        self.endpoints.iter().map(|e| e.load()).sum()
+    }
+
     /// Picks a replica and counts the request against it; `None` when no replica is ready or,
     /// while buffered, none has a free slot. Buffered with containerConcurrency 1 to 3 it takes
     /// the first replica with a free slot; otherwise the less loaded of two random replicas
@@ -197,6 +186,23 @@ impl Revision {
                 .iter()
                 .filter(open)
                 .find_map(|e| Some((e.addr, e.reserve(limit)?)));
+        }
+        // Two random replicas of all, without allocating; when neither has room (or one was
+        // excluded), choose among those that do.
+        let n = self.endpoints.len();
+        if n >= 2 && excluded.is_empty() {
+            let a = fastrand::usize(..n);
+            let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+            let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+            let chosen = match (open(&ea), open(&eb)) {
+                (true, true) if eb.load() < ea.load() => Some(eb),
+                (true, _) => Some(ea),
+                (false, true) => Some(eb),
+                (false, false) => None,
+            };
+            if let Some(load) = chosen.and_then(|e| e.reserve(limit)) {
+                return Some((load.0.addr, load));
+            }
         }
         // A lost race for the last slot of the chosen replica tries again with the others.
         for _ in 0..4 {

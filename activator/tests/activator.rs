@@ -161,13 +161,25 @@ async fn a_dead_replica_is_skipped_for_requests_without_a_body() {
     }
 }
 
+/// Waits until the activator holds `n` requests for hello-00001 (bounded).
+async fn until_held(routes: &Routes, n: u32) {
+    let key = RevisionKey::new("default", "hello-00001");
+    for _ in 0..500 {
+        if routes.table().revision(&key).unwrap().demand.held() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the activator never held {n} requests");
+}
+
 #[tokio::test]
 async fn a_request_is_held_until_a_replica_is_ready() {
     let routes = Routes::new();
     routes.install(&snapshot(vec![]));
     let addr = activator(routes.clone()).await;
     let held = tokio::spawn(get(addr, "hello.default.localhost"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_held(&routes, 1).await;
     assert!(!held.is_finished(), "answered without a replica");
     routes.install(&snapshot(vec![upstream("woke").await]));
     assert_eq!(held.await.unwrap(), (200, "woke".to_owned()));
@@ -190,7 +202,7 @@ async fn a_request_at_zero_pokes_the_autoscaler_once_per_period() {
         .expect("no poke")
         .unwrap();
     assert_eq!(key, RevisionKey::new("default", "hello-00001"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_held(&routes, 2).await;
     assert!(poked.try_recv().is_err(), "one poke per reporting period");
     // The periodic report carries the held requests.
     let stats = sluice_activator::report::collect(&routes);
@@ -241,7 +253,7 @@ async fn past_the_queue_bound_requests_get_503_naming_the_revision() {
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(get(addr, "hello.default.localhost")))
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_held(&routes, 2).await;
     let (status, body) = get(addr, "hello.default.localhost").await;
     assert_eq!(status, 503);
     assert!(

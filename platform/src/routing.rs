@@ -90,7 +90,7 @@ pub struct ActivatorStat {
     pub revision: RevisionKey,
     /// Time-weighted average of requests held (waiting for a replica or a free slot).
     pub held: f64,
-    /// Time-weighted average of requests forwarded and not yet answered.
+    /// Requests forwarded and not yet answered, at the end of the period.
     pub in_flight: f64,
     /// Requests that had to be held, per second.
     pub held_requests: f64,

@@ -119,20 +119,28 @@ impl Kind<'_> {
         }
     }
 
-    fn map_write(&self, e: kube::Error, namespace: &str, name: &str, have: &str) -> StoreError {
-        match status_code(&e) {
-            Some(404) => self.not_found(namespace, name),
-            Some(409) if have.is_empty() => StoreError::AlreadyExists {
+    /// A failed write as a store error; `have` is the resourceVersion an update sent (`None`
+    /// for a create, where 409 means the name is taken).
+    fn map_write(
+        &self,
+        e: kube::Error,
+        namespace: &str,
+        name: &str,
+        have: Option<&str>,
+    ) -> StoreError {
+        match (status_code(&e), have) {
+            (Some(404), _) => self.not_found(namespace, name),
+            (Some(409), None) => StoreError::AlreadyExists {
                 kind: self.kind,
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             },
-            Some(409) => StoreError::Conflict {
+            (Some(409), Some(have)) => StoreError::Conflict {
                 kind: self.kind,
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 have: have.to_owned(),
-                stored: "newer".to_owned(),
+                stored: "a newer one".to_owned(),
             },
             _ => backend(e),
         }
@@ -163,15 +171,15 @@ impl Kind<'_> {
         api::<K>(self.client, Some(&ns))
             .create(&PostParams::default(), obj)
             .await
-            .map_err(|e| self.map_write(e, &ns, &name, ""))
+            .map_err(|e| self.map_write(e, &ns, &name, None))
     }
 
     async fn update<K: Knative>(&self, obj: &K) -> Result<K, StoreError> {
         let (ns, name) = names(obj);
-        let have = obj.meta().resource_version.clone().unwrap_or_default();
+        let have = obj.meta().resource_version.clone();
         let api = api::<K>(self.client, Some(&ns));
         let mut obj = obj.clone();
-        if have.is_empty() {
+        if have.is_none() {
             // Unconditional: replace what is stored now.
             let stored = api
                 .get_opt(&name)
@@ -182,15 +190,12 @@ impl Kind<'_> {
         }
         api.replace(&name, &PostParams::default(), &obj)
             .await
-            .map_err(|e| self.map_write(e, &ns, &name, if have.is_empty() { "-" } else { &have }))
+            .map_err(|e| self.map_write(e, &ns, &name, Some(have.as_deref().unwrap_or("(none)"))))
     }
 
-    async fn update_status<K: Knative>(
-        &self,
-        obj: &K,
-        status: serde_json::Value,
-    ) -> Result<K, StoreError> {
+    async fn update_status<K: Knative>(&self, obj: &K) -> Result<K, StoreError> {
         let (ns, name) = names(obj);
+        let status = serde_json::to_value(obj).map_err(backend)?["status"].take();
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -203,7 +208,7 @@ impl Kind<'_> {
                 &Patch::Apply(&patch),
             )
             .await
-            .map_err(|e| self.map_write(e, &ns, &name, "-"))
+            .map_err(|e| self.map_write(e, &ns, &name, Some("(status)")))
     }
 
     async fn delete<K: Knative>(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
@@ -307,12 +312,11 @@ impl Store for KubeStore {
             client: &self.client,
             kind: obj.kind(),
         };
-        let status = |s: &dyn erased::Status| s.json();
         Ok(match obj {
-            Object::Service(o) => k.update_status(&o, status(&o.status)).await?.into_object(),
-            Object::Configuration(o) => k.update_status(&o, status(&o.status)).await?.into_object(),
-            Object::Route(o) => k.update_status(&o, status(&o.status)).await?.into_object(),
-            Object::Revision(o) => k.update_status(&o, status(&o.status)).await?.into_object(),
+            Object::Service(o) => k.update_status(&o).await?.into_object(),
+            Object::Configuration(o) => k.update_status(&o).await?.into_object(),
+            Object::Route(o) => k.update_status(&o).await?.into_object(),
+            Object::Revision(o) => k.update_status(&o).await?.into_object(),
         })
     }
 
@@ -331,18 +335,5 @@ impl Store for KubeStore {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-}
-
-mod erased {
-    /// A status of any kind, as JSON.
-    pub trait Status {
-        fn json(&self) -> serde_json::Value;
-    }
-
-    impl<T: serde::Serialize> Status for T {
-        fn json(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
     }
 }
