@@ -311,4 +311,50 @@ async fn kubernetes_api_server() {
     schema_accepts_knative_examples_and_rejects_bad_fields(&client).await;
     store_round_trip(&client).await;
     manifests_install_with_least_privilege_rbac(&client).await;
+    one_leader_at_a_time(&client).await;
+}
+
+/// Two candidates for one Lease: one leads, the other waits; a released lease passes at once,
+/// and an abandoned one passes once it has gone unrenewed for its duration.
+async fn one_leader_at_a_time(client: &Client) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use sluice_platform::kube::{Elector, LeaseTimings};
+    let timings = LeaseTimings {
+        duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(800),
+        retry_period: Duration::from_millis(100),
+    };
+    let candidate =
+        |id: &str| Elector::new(client.clone(), "default", "sluice-test", id, timings.clone());
+    let (mut a, mut b) = (candidate("a"), candidate("b"));
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a takes a free lease");
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
+    assert_eq!(b.holder().as_deref(), Some("a"));
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "a renewed, so b still waits");
+
+    a.release().await;
+    assert!(b.try_acquire_or_renew().await.unwrap(), "a released, b takes it at once");
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "now a waits");
+
+    // b stops renewing (as a crashed leader would); a takes over once b's record has not
+    // changed for the lease duration, as a observed it.
+    let start = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), a.acquire())
+        .await
+        .expect("a takes the abandoned lease");
+    assert!(
+        start.elapsed() >= timings.duration,
+        "a must not take a lease before it expires"
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), "default")
+        .get("sluice-test")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("a"));
+    assert_eq!(lease.lease_transitions, Some(2), "a -> b -> a");
+    // A deposed leader sees it on its next renewal.
+    assert!(!b.try_acquire_or_renew().await.unwrap());
 }

@@ -5,7 +5,7 @@
 //! EndpointSlices, as Knative's activator and autoscaler find them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -25,12 +25,8 @@ use tokio::sync::watch;
 use crate::routing::RevisionKey;
 use crate::workloads::{Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads};
 
-/// Knative's queue-proxy ports.
-pub const QUEUE_SERVING_PORT: u16 = 8012;
-/// The queue-proxy's metrics port (Knative's autoscaler scrapes 9090).
-pub const QUEUE_METRICS_PORT: u16 = 9090;
-/// The label naming a pod's (and its objects') revision.
-pub const REVISION_LABEL: &str = "serving.knative.dev/revision";
+pub use super::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
+use super::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -54,8 +50,8 @@ pub struct KubeWorkloads {
 struct Observed {
     /// Replicas wanted, per Deployment we run.
     desired: HashMap<RevisionKey, u32>,
-    /// Ready pod addresses per revision, from EndpointSlices (keyed by slice name).
-    slices: HashMap<RevisionKey, BTreeMap<String, Vec<IpAddr>>>,
+    /// Ready queue-proxies per revision, from EndpointSlices (keyed by slice name).
+    slices: HashMap<RevisionKey, BTreeMap<String, SliceEndpoints>>,
 }
 
 /// The Deployment's name for a revision.
@@ -66,14 +62,6 @@ pub fn deployment_name(revision: &str) -> String {
 /// The name of the Service that selects a revision's pods.
 pub fn private_service_name(revision: &str) -> String {
     format!("{revision}-private")
-}
-
-fn key_of(meta: &ObjectMeta) -> Option<RevisionKey> {
-    let rev = meta.labels.as_ref()?.get(REVISION_LABEL)?;
-    Some(RevisionKey::new(
-        meta.namespace.as_deref().unwrap_or("default"),
-        rev,
-    ))
 }
 
 impl KubeWorkloads {
@@ -144,15 +132,7 @@ impl KubeWorkloads {
         let mut o = self.observed.lock().expect("observed lock");
         match event {
             watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                if let Some(key) = key_of(&s.metadata) {
-                    let ready = s
-                        .endpoints
-                        .iter()
-                        .flatten()
-                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                        .flat_map(|e| e.addresses.iter())
-                        .filter_map(|a| a.parse().ok())
-                        .collect();
+                if let Some((key, ready)) = ready_endpoints(&s) {
                     let name = s.metadata.name.clone().unwrap_or_default();
                     o.slices.entry(key).or_default().insert(name, ready);
                 }
@@ -467,24 +447,19 @@ impl Workloads for KubeWorkloads {
     fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
         let o = self.observed.lock().expect("observed lock");
         let desired = *o.desired.get(key)?;
-        let mut ips: Vec<IpAddr> = o
+        let mut endpoints: Vec<(SocketAddr, SocketAddr)> = o
             .slices
             .get(key)
             .into_iter()
-            .flat_map(|s| s.values().flatten().copied())
+            .flat_map(|s| s.values())
+            .flat_map(|e| e.serving.iter().copied().zip(e.metrics.iter().copied()))
             .collect();
-        ips.sort();
-        ips.dedup();
+        endpoints.sort();
+        endpoints.dedup();
         Some(WorkloadStatus {
             desired,
-            endpoints: ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, QUEUE_SERVING_PORT))
-                .collect(),
-            metrics: ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, QUEUE_METRICS_PORT))
-                .collect(),
+            endpoints: endpoints.iter().map(|e| e.0).collect(),
+            metrics: endpoints.iter().map(|e| e.1).collect(),
             failure: None,
         })
     }

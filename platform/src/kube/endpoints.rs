@@ -1,0 +1,151 @@
+//! Ready queue-proxy addresses from a revision's EndpointSlices, as Knative's activator and
+//! autoscaler find them: each ready endpoint's addresses, on the slice's `http` port (serving)
+//! and `http-usermetric` port (metrics), which the endpoint controller resolves from the
+//! `<revision>-private` Service's target ports.
+
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::routing::RevisionKey;
+
+/// Knative's queue-proxy serving port.
+pub const QUEUE_SERVING_PORT: u16 = 8012;
+/// The queue-proxy's metrics port (Knative's autoscaler scrapes 9090).
+pub const QUEUE_METRICS_PORT: u16 = 9090;
+/// The label naming a pod's (and its objects') revision.
+pub const REVISION_LABEL: &str = "serving.knative.dev/revision";
+/// The private Service's serving port name.
+pub const SERVING_PORT_NAME: &str = "http";
+/// The private Service's metrics port name.
+pub const METRICS_PORT_NAME: &str = "http-usermetric";
+
+/// The revision an object belongs to, from its `serving.knative.dev/revision` label.
+pub fn revision_of(meta: &ObjectMeta) -> Option<RevisionKey> {
+    let rev = meta.labels.as_ref()?.get(REVISION_LABEL)?;
+    Some(RevisionKey::new(
+        meta.namespace.as_deref().unwrap_or("default"),
+        rev,
+    ))
+}
+
+/// One slice's ready replicas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceEndpoints {
+    /// Queue-proxy serving addresses.
+    pub serving: Vec<SocketAddr>,
+    /// Queue-proxy metrics addresses, in the same order.
+    pub metrics: Vec<SocketAddr>,
+}
+
+/// The ready endpoints of a revision's slice, or `None` when the slice is not a revision's.
+/// An endpoint without a `ready` condition counts as ready, as the API documents.
+pub fn ready_endpoints(slice: &EndpointSlice) -> Option<(RevisionKey, SliceEndpoints)> {
+    let key = revision_of(&slice.metadata)?;
+    let port = |name: &str, default: u16| {
+        slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(default)
+    };
+    let serving = port(SERVING_PORT_NAME, QUEUE_SERVING_PORT);
+    let metrics = port(METRICS_PORT_NAME, QUEUE_METRICS_PORT);
+    let mut ips: Vec<IpAddr> = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    Some((
+        key,
+        SliceEndpoints {
+            serving: ips.iter().map(|ip| SocketAddr::new(*ip, serving)).collect(),
+            metrics: ips.iter().map(|ip| SocketAddr::new(*ip, metrics)).collect(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+    use std::collections::BTreeMap;
+
+    fn slice(ports: Vec<(&str, i32)>, endpoints: Vec<(&str, Option<bool>)>) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("hello-00001-private-x1".into()),
+                namespace: Some("ns".into()),
+                labels: Some(BTreeMap::from([(
+                    REVISION_LABEL.to_owned(),
+                    "hello-00001".to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                endpoints
+                    .into_iter()
+                    .map(|(ip, ready)| Endpoint {
+                        addresses: vec![ip.into()],
+                        conditions: Some(EndpointConditions {
+                            ready,
+                            ..EndpointConditions::default()
+                        }),
+                        ..Endpoint::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(
+                ports
+                    .into_iter()
+                    .map(|(name, port)| EndpointPort {
+                        name: Some(name.into()),
+                        port: Some(port),
+                        ..EndpointPort::default()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn ready_addresses_on_the_named_ports() {
+        let s = slice(
+            vec![("http", 18012), ("http-usermetric", 19090)],
+            vec![
+                ("10.0.0.2", Some(true)),
+                ("10.0.0.1", None),
+                ("10.0.0.3", Some(false)),
+            ],
+        );
+        let (key, eps) = ready_endpoints(&s).unwrap();
+        assert_eq!(key, RevisionKey::new("ns", "hello-00001"));
+        let addrs = |v: &[&str]| v.iter().map(|a| a.parse().unwrap()).collect::<Vec<_>>();
+        assert_eq!(eps.serving, addrs(&["10.0.0.1:18012", "10.0.0.2:18012"]));
+        assert_eq!(eps.metrics, addrs(&["10.0.0.1:19090", "10.0.0.2:19090"]));
+    }
+
+    #[test]
+    fn knative_ports_when_the_slice_names_none() {
+        let (_, eps) = ready_endpoints(&slice(vec![], vec![("10.0.0.1", None)])).unwrap();
+        assert_eq!(eps.serving, vec!["10.0.0.1:8012".parse().unwrap()]);
+        assert_eq!(eps.metrics, vec!["10.0.0.1:9090".parse().unwrap()]);
+    }
+
+    #[test]
+    fn slices_of_other_services_are_ignored() {
+        let mut s = slice(vec![], vec![("10.0.0.1", None)]);
+        s.metadata.labels = None;
+        assert!(ready_endpoints(&s).is_none());
+    }
+}
