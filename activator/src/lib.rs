@@ -373,10 +373,51 @@ pub async fn run(
     Ok(())
 }
 
-/// Entry point of the `activator` binary (and `sluice activator`): routing snapshots from
-/// and reports to `SLUICE_ROUTING_SOCKET`, listening on `ACTIVATOR_PORT` (8080) at
-/// `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), holding up to `ACTIVATOR_QUEUE_DEPTH` (10000)
-/// requests per revision.
+/// Where the activator listens and how deep its queues are, from the environment:
+/// `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), `ACTIVATOR_PORT` (8080), `ACTIVATOR_QUEUE_DEPTH`
+/// (10000).
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// The listening address.
+    pub bind: SocketAddr,
+    /// Most requests held per revision.
+    pub queue_depth: usize,
+}
+
+impl Env {
+    /// Reads the environment; unset or unparsable values take their defaults.
+    pub fn read() -> Self {
+        let var = |name: &str| std::env::var(name).ok();
+        let port: u16 = var("ACTIVATOR_PORT")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(8080);
+        let ip: std::net::IpAddr = var("ACTIVATOR_BIND_ADDRESS")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(Ipv4Addr::LOCALHOST.into());
+        Self {
+            bind: SocketAddr::new(ip, port),
+            queue_depth: var("ACTIVATOR_QUEUE_DEPTH")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(DEFAULT_QUEUE_DEPTH),
+        }
+    }
+}
+
+/// Runs the activator on `env` with `routes` fed by someone else, reporting to `sink`, until
+/// SIGTERM or SIGINT.
+pub async fn serve(env: Env, routes: Arc<Routes>, sink: report::Sink) -> std::io::Result<()> {
+    let listener = TcpListener::bind(env.bind).await?;
+    let (pokes, poked) = mpsc::unbounded_channel();
+    tokio::spawn(report::report(sink, routes.clone(), poked));
+    let options = Options {
+        queue_depth: env.queue_depth,
+        pokes: Some(pokes),
+    };
+    run(listener, routes, options, terminate_signal()).await
+}
+
+/// Entry point of the `activator` binary (and `sluice activator`) on the local platform:
+/// routing snapshots from and reports to `SLUICE_ROUTING_SOCKET`; see [`Env`] for the rest.
 pub fn main_from_env() -> std::process::ExitCode {
     sluice_queue_proxy::init_logging();
     let Some(socket) = std::env::var_os("SLUICE_ROUTING_SOCKET") else {
@@ -385,34 +426,15 @@ pub fn main_from_env() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     };
-    let port: u16 = std::env::var("ACTIVATOR_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
-    let bind: std::net::IpAddr = std::env::var("ACTIVATOR_BIND_ADDRESS")
-        .ok()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(Ipv4Addr::LOCALHOST.into());
-    let queue_depth = std::env::var("ACTIVATOR_QUEUE_DEPTH")
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(DEFAULT_QUEUE_DEPTH);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async {
-        let listener = TcpListener::bind((bind, port)).await?;
         let routes = Routes::new();
         let socket = std::path::PathBuf::from(socket);
         tokio::spawn(source::follow_local(socket.clone(), routes.clone()));
-        let (pokes, poked) = mpsc::unbounded_channel();
-        tokio::spawn(report::report_local(socket, routes.clone(), poked));
-        let options = Options {
-            queue_depth,
-            pokes: Some(pokes),
-        };
-        run(listener, routes, options, terminate_signal()).await
+        serve(Env::read(), routes, report::Sink::Socket(socket)).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

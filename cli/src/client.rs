@@ -1,4 +1,5 @@
-//! The CLI's client of the local daemon's admin API.
+//! The CLI's client: of the local daemon's admin API, or of a Kubernetes API server (where
+//! the CLI admits objects itself, with the cluster's config-defaults, before writing them).
 
 use std::path::PathBuf;
 
@@ -6,16 +7,31 @@ use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
+use sluice_crds::config::DefaultsConfig;
 use sluice_crds::{Object, ObjectKind, Revision, Route, Service, keys};
+use sluice_platform::Store;
+use sluice_platform::kube::KubeStore;
 use sluice_platform::local::uds::{self, UdsError};
 
+use crate::daemon::admission::{Platform, write};
 use crate::home::Home;
 
-/// Talks to the daemon of one home.
+/// Talks to the daemon of one home, or to a cluster.
 pub struct Client {
-    socket: PathBuf,
-    home: PathBuf,
+    backend: Backend,
+}
+
+enum Backend {
+    Local {
+        socket: PathBuf,
+        home: PathBuf,
+    },
+    Kube {
+        store: KubeStore,
+        client: kube::Client,
+    },
 }
 
 /// The outcome of an apply.
@@ -30,8 +46,20 @@ impl Client {
     /// A client of the daemon on `home`.
     pub fn new(home: &Home) -> Self {
         Self {
-            socket: home.socket(),
-            home: home.root().to_owned(),
+            backend: Backend::Local {
+                socket: home.socket(),
+                home: home.root().to_owned(),
+            },
+        }
+    }
+
+    /// A client of the cluster behind `client`.
+    pub fn kube(client: kube::Client) -> Self {
+        Self {
+            backend: Backend::Kube {
+                store: KubeStore::new(client.clone()),
+                client,
+            },
         }
     }
 
@@ -41,6 +69,9 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(http::StatusCode, Value)> {
+        let Backend::Local { socket, home } = &self.backend else {
+            unreachable!("only the local platform has an admin API");
+        };
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
             .method(method)
@@ -48,10 +79,10 @@ impl Client {
             .header("host", "sluice")
             .header("content-type", "application/json")
             .body(Full::new(bytes))?;
-        let resp = uds::request(&self.socket, req).await.map_err(|e| match e {
+        let resp = uds::request(socket, req).await.map_err(|e| match e {
             UdsError::Connect { .. } => anyhow!(
-                "no local platform is running on home {}; start it with `sluice local up` (or pass --home / set SLUICE_HOME)",
-                self.home.display()
+                "no local platform is running on home {}; start it with `sluice local up` (or pass --home / set SLUICE_HOME), or pass --kubeconfig to use a cluster",
+                home.display()
             ),
             other => anyhow!(other),
         })?;
@@ -86,6 +117,9 @@ impl Client {
         kind: ObjectKind,
         namespace: Option<&str>,
     ) -> anyhow::Result<Vec<Object>> {
+        if let Backend::Kube { store, .. } = &self.backend {
+            return Ok(store.list(kind, namespace).await?);
+        }
         let path = format!(
             "/v1/objects/{}?namespace={}",
             kind.plural(),
@@ -172,6 +206,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Object>> {
+        if let Backend::Kube { store, .. } = &self.backend {
+            return Ok(store.get(kind, namespace, name).await?);
+        }
         let path = format!("/v1/objects/{}/{namespace}/{name}", kind.plural());
         let (status, value) = self.call(Method::GET, &path, None).await?;
         match status {
@@ -188,6 +225,24 @@ impl Client {
         create_only: bool,
         dry_run: bool,
     ) -> anyhow::Result<Applied> {
+        if let Backend::Kube { store, client } = &self.backend {
+            let defaults = cluster_defaults(client).await?;
+            let user = crate::daemon::user_name();
+            let (action, object) = write(
+                store,
+                obj.clone(),
+                create_only,
+                dry_run,
+                &defaults,
+                &user,
+                Platform::Kubernetes,
+            )
+            .await?;
+            return Ok(Applied {
+                action: action.to_owned(),
+                object,
+            });
+        }
         let op = if create_only { "create" } else { "apply" };
         let path = if dry_run {
             format!("/v1/{op}?dryRun=true")
@@ -215,6 +270,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<bool> {
+        if let Backend::Kube { store, .. } = &self.backend {
+            return Ok(store.delete(kind, namespace, name).await?);
+        }
         let path = format!("/v1/objects/{}/{namespace}/{name}", kind.plural());
         let (status, value) = self.call(Method::DELETE, &path, None).await?;
         match status {
@@ -224,12 +282,28 @@ impl Client {
         }
     }
 
-    /// The daemon's `/v1/info`.
+    /// The daemon's `/v1/info` (empty on a cluster: URLs are used as routes report them).
     pub async fn info(&self) -> anyhow::Result<Value> {
+        if let Backend::Kube { .. } = &self.backend {
+            return Ok(Value::Object(Default::default()));
+        }
         let (status, value) = self.call(Method::GET, "/v1/info", None).await?;
         if !status.is_success() {
             return Err(Self::error(&value));
         }
         Ok(value)
     }
+}
+
+/// The cluster's config-defaults (Knative's defaults when it has none).
+async fn cluster_defaults(client: &kube::Client) -> anyhow::Result<DefaultsConfig> {
+    let maps: kube::Api<ConfigMap> =
+        kube::Api::namespaced(client.clone(), crate::cluster::SYSTEM_NAMESPACE);
+    let data = maps
+        .get_opt(DefaultsConfig::NAME)
+        .await
+        .context("reading config-defaults")?
+        .and_then(|cm| cm.data)
+        .unwrap_or_default();
+    Ok(DefaultsConfig::parse(&data)?)
 }

@@ -1,6 +1,7 @@
 //! `sluice`: run Knative Services on one machine, kn-style.
 
 mod client;
+mod cluster;
 mod commands;
 mod daemon;
 mod home;
@@ -26,6 +27,12 @@ struct Cli {
     /// The namespace.
     #[arg(short, long, global = true, default_value = "default")]
     namespace: String,
+    /// Talk to the Kubernetes cluster of this kubeconfig instead of the local platform.
+    #[arg(long, global = true, env = "SLUICE_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (implies Kubernetes).
+    #[arg(long, global = true)]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +84,11 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Run Sluice's components on a Kubernetes cluster (what the Deployments in config/ run).
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
     /// Run a queue-proxy (started by the local platform for every replica).
     #[command(hide = true)]
     QueueProxy,
@@ -105,6 +117,14 @@ enum LocalCommand {
         #[command(flatten)]
         up: UpArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// The control plane: reconcilers and the KPA autoscaler, with leader election.
+    Controller(cluster::controller::ControllerArgs),
+    /// The front door: routes by host from the cluster's Routes and EndpointSlices.
+    Activator(cluster::activator::ActivatorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,9 +177,35 @@ enum RouteCommand {
     },
 }
 
+/// Whether the CLI talks to a cluster: with `--kubeconfig` or `--context`, or when no local
+/// platform runs on the home and a kubeconfig exists (`$KUBECONFIG` or `~/.kube/config`).
+fn uses_cluster(cli: &Cli, home: &Home) -> bool {
+    if cli.kubeconfig.is_some() || cli.context.is_some() {
+        return true;
+    }
+    let local = matches!(
+        cli.command,
+        Command::Quickstart { .. } | Command::Local { .. } | Command::System { .. }
+    );
+    if local || home.socket().exists() {
+        return false;
+    }
+    let default_config = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".kube/config"))
+        .filter(|p| p.exists());
+    let from_env = std::env::var_os("KUBECONFIG")
+        .filter(|v| !v.is_empty())
+        .is_some_and(|v| std::env::split_paths(&v).any(|p| p.exists()));
+    from_env || default_config.is_some()
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
-    let client = Client::new(&home);
+    let client = if uses_cluster(&cli, &home) {
+        Client::kube(cluster::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?)
+    } else {
+        Client::new(&home)
+    };
     let ns = cli.namespace.as_str();
     let up = |up: UpArgs| UpOptions {
         home: home.clone(),
@@ -195,6 +241,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route {
             command: RouteCommand::Describe { name, output },
         } => commands::describe::route(&client, ns, &name, output).await,
+        Command::System { command } => {
+            sluice_queue_proxy::init_logging();
+            let client =
+                cluster::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
+            match command {
+                SystemCommand::Controller(args) => {
+                    cluster::controller::run(client, args, sluice_queue_proxy::terminate_signal())
+                        .await
+                }
+                SystemCommand::Activator(args) => cluster::activator::run(client, args).await,
+            }
+        }
         Command::QueueProxy | Command::Activator | Command::ExampleHello => {
             unreachable!("dispatched before the runtime starts")
         }

@@ -7,6 +7,7 @@ pub mod autoscaling;
 pub mod configuration;
 pub mod driver;
 pub mod gc;
+pub mod kube_routing;
 pub mod meta;
 pub mod revision;
 pub mod rollout;

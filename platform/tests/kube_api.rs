@@ -10,7 +10,6 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde::Deserialize;
 use sluice_crds::config::DefaultsConfig;
 use sluice_crds::{Object, ObjectKind, manifest};
 use sluice_platform::kube::KubeStore;
@@ -172,65 +171,6 @@ async fn store_round_trip(client: &Client) {
 }
 
 /// Applies every top-level manifest in `config/` (the CRDs are installed separately).
-async fn apply_config_manifests(client: &Client) {
-    use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    let pp = PostParams::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap();
-            let kind = value["kind"].as_str().unwrap_or_default().to_owned();
-            let ns = value["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_owned();
-            let c = client.clone();
-            let result = match kind.as_str() {
-                "Namespace" => Api::<Namespace>::all(c)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "ServiceAccount" => Api::<ServiceAccount>::namespaced(c, &ns)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "ConfigMap" => Api::<ConfigMap>::namespaced(c, &ns)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "ClusterRole" => Api::<ClusterRole>::all(c)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(c)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "Role" => Api::<Role>::namespaced(c, &ns)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                "RoleBinding" => Api::<RoleBinding>::namespaced(c, &ns)
-                    .create(&pp, &serde_json::from_value(value).unwrap())
-                    .await
-                    .map(|_| ()),
-                other => panic!("{}: no test support for kind {other}", file.display()),
-            };
-            if let Err(e) = result {
-                panic!("{}: {kind} refused: {e}", file.display());
-            }
-        }
-    }
-}
-
 /// Whether the API server's RBAC lets `service_account` (in sluice-system) do `verb` on
 /// `group/resource[/subresource]`.
 async fn allowed(client: &Client, service_account: &str, verb: &str, resource: &str) -> bool {
@@ -267,7 +207,7 @@ async fn allowed(client: &Client, service_account: &str, verb: &str, resource: &
 }
 
 async fn manifests_install_with_least_privilege_rbac(client: &Client) {
-    apply_config_manifests(client).await;
+    apiserver::apply_config_manifests(client).await;
     for (verb, resource) in [
         ("patch", "apps/deployments/scale"),
         ("create", "apps/deployments"),
@@ -324,17 +264,33 @@ async fn one_leader_at_a_time(client: &Client) {
         renew_deadline: Duration::from_millis(800),
         retry_period: Duration::from_millis(100),
     };
-    let candidate =
-        |id: &str| Elector::new(client.clone(), "default", "sluice-test", id, timings.clone());
+    let candidate = |id: &str| {
+        Elector::new(
+            client.clone(),
+            "default",
+            "sluice-test",
+            id,
+            timings.clone(),
+        )
+    };
     let (mut a, mut b) = (candidate("a"), candidate("b"));
-    assert!(a.try_acquire_or_renew().await.unwrap(), "a takes a free lease");
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a takes a free lease"
+    );
     assert!(!b.try_acquire_or_renew().await.unwrap(), "b must wait");
     assert_eq!(b.holder().as_deref(), Some("a"));
     assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
-    assert!(!b.try_acquire_or_renew().await.unwrap(), "a renewed, so b still waits");
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "a renewed, so b still waits"
+    );
 
     a.release().await;
-    assert!(b.try_acquire_or_renew().await.unwrap(), "a released, b takes it at once");
+    assert!(
+        b.try_acquire_or_renew().await.unwrap(),
+        "a released, b takes it at once"
+    );
     assert!(!a.try_acquire_or_renew().await.unwrap(), "now a waits");
 
     // b stops renewing (as a crashed leader would); a takes over once b's record has not

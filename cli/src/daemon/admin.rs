@@ -32,7 +32,7 @@ use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{ActivatorStat, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
-use super::admission::admit;
+use super::admission::{Platform, WriteError, write};
 
 /// Response body of the admin API.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -205,45 +205,32 @@ impl Admin {
         })?;
         let obj = Object::from_json(kind, value)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        let existing = self.store.get(kind, obj.namespace(), obj.name()).await?;
-        if create_only && existing.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "cannot create {} '{}' in namespace '{}' because it already exists; use update, or --force to replace it",
-                    kind.as_str().to_lowercase(),
-                    obj.name(),
-                    obj.namespace()
-                ),
-            ));
-        }
         let defaults = self.settings.borrow().defaults.clone();
-        let mut admitted = admit(obj, existing.as_ref(), &defaults, &self.user).map_err(|e| ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({
-                "message": e.to_string(),
-                "errors": e.errors.iter().map(|f| json!({"field": f.path, "message": f.message})).collect::<Vec<_>>(),
-            }),
-        })?;
-        if dry_run {
-            return Ok(json_response(
+        let written = write(
+            &*self.store,
+            obj,
+            create_only,
+            dry_run,
+            &defaults,
+            &self.user,
+            Platform::Local,
+        )
+        .await;
+        match written {
+            Ok((action, stored)) => Ok(json_response(
                 StatusCode::OK,
-                &json!({ "action": "validated", "object": admitted.to_json() }),
-            ));
+                &json!({ "action": action, "object": stored.to_json() }),
+            )),
+            Err(WriteError::Exists(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+            Err(WriteError::Store(e)) => Err(e.into()),
+            Err(WriteError::Invalid(e)) => Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({
+                    "message": e.to_string(),
+                    "errors": e.errors.iter().map(|f| json!({"field": f.path, "message": f.message})).collect::<Vec<_>>(),
+                }),
+            }),
         }
-        let (action, stored) = match existing {
-            None => ("created", self.store.create(admitted).await?),
-            Some(old) => {
-                admitted.meta_mut().resource_version = None;
-                let stored = self.store.update(admitted).await?;
-                let same = stored.meta().resource_version == old.meta().resource_version;
-                (if same { "unchanged" } else { "configured" }, stored)
-            }
-        };
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "action": action, "object": stored.to_json() }),
-        ))
     }
 
     fn routing_stream(&self) -> Response<Body> {

@@ -1,17 +1,82 @@
-//! Admission on the local platform: defaulting, Knative validation, and what this platform
-//! can run (processes, not images). Nothing is stored unless admission passes.
+//! Admission: defaulting, Knative validation, and on the local platform what it can run
+//! (processes, not images); then the write. Nothing is stored unless admission passes. The
+//! local daemon admits on its admin API; on Kubernetes the CLI admits before writing to the
+//! API server (whose CRD schemas check again).
 
 use sluice_crds::config::DefaultsConfig;
 use sluice_crds::validation::{FieldError, ValidationError};
 use sluice_crds::{Object, keys};
+use sluice_platform::{Store, StoreError};
 
-/// Defaults and validates an object for the local platform. `existing` is the stored object on
+/// Where an object is admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// Replicas are local processes: a command is required, images cannot run.
+    Local,
+    /// Replicas are pods.
+    Kubernetes,
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A create of an object that exists.
+    #[error("{0}")]
+    Exists(String),
+    /// Admission refused it.
+    #[error("{0}")]
+    Invalid(ValidationError),
+    /// The store refused it.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Admits `obj` and stores it: created, replaced (`configured`, or `unchanged` when nothing
+/// changed) or, with `dry_run`, only admitted (`validated`). Returns the action and the
+/// object as stored.
+pub async fn write<S: Store>(
+    store: &S,
+    obj: Object,
+    create_only: bool,
+    dry_run: bool,
+    defaults: &DefaultsConfig,
+    user: &str,
+    platform: Platform,
+) -> Result<(&'static str, Object), WriteError> {
+    let kind = obj.kind();
+    let existing = store.get(kind, obj.namespace(), obj.name()).await?;
+    if create_only && existing.is_some() {
+        return Err(WriteError::Exists(format!(
+            "cannot create {} '{}' in namespace '{}' because it already exists; use update, or --force to replace it",
+            kind.as_str().to_lowercase(),
+            obj.name(),
+            obj.namespace()
+        )));
+    }
+    let mut admitted =
+        admit(obj, existing.as_ref(), defaults, user, platform).map_err(WriteError::Invalid)?;
+    if dry_run {
+        return Ok(("validated", admitted));
+    }
+    Ok(match existing {
+        None => ("created", store.create(admitted).await?),
+        Some(old) => {
+            admitted.meta_mut().resource_version = None;
+            let stored = store.update(admitted).await?;
+            let same = stored.meta().resource_version == old.meta().resource_version;
+            (if same { "unchanged" } else { "configured" }, stored)
+        }
+    })
+}
+
+/// Defaults and validates an object for `platform`. `existing` is the stored object on
 /// update.
 pub fn admit(
     mut obj: Object,
     existing: Option<&Object>,
     defaults: &DefaultsConfig,
     user: &str,
+    platform: Platform,
 ) -> Result<Object, ValidationError> {
     if obj.kind() == sluice_crds::ObjectKind::Revision {
         return Err(ValidationError {
@@ -27,7 +92,9 @@ pub fn admit(
     if let Some(old) = existing {
         obj.validate_update(old)?;
     }
-    local_platform_checks(&obj)?;
+    if platform == Platform::Local {
+        local_platform_checks(&obj)?;
+    }
     let annotations = obj
         .meta_mut()
         .annotations
@@ -99,13 +166,30 @@ mod tests {
     #[test]
     fn image_without_command_is_refused_with_a_fix() {
         let obj = parse_documents("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      containers: [{image: ghcr.io/knative/helloworld-go}]\n").unwrap().remove(0);
-        let err = admit(obj, None, &DefaultsConfig::default(), "me").unwrap_err();
+        let err = admit(obj, None, &DefaultsConfig::default(), "me", Platform::Local).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("spec.template.spec.containers[0].command"),
             "{text}"
         );
         assert!(text.contains("--cmd"), "{text}");
+    }
+
+    #[test]
+    fn images_are_admitted_on_kubernetes() {
+        let obj = parse_documents("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      containers: [{image: ghcr.io/knative/helloworld-go}]\n").unwrap().remove(0);
+        let admitted = admit(
+            obj,
+            None,
+            &DefaultsConfig::default(),
+            "me",
+            Platform::Kubernetes,
+        )
+        .unwrap();
+        assert_eq!(
+            admitted.meta().annotations.as_ref().unwrap()[keys::CREATOR],
+            "me"
+        );
     }
 
     #[test]
@@ -116,6 +200,7 @@ mod tests {
             None,
             &DefaultsConfig::default(),
             "ann",
+            Platform::Local,
         )
         .unwrap();
         let second = admit(
@@ -123,6 +208,7 @@ mod tests {
             Some(&first),
             &DefaultsConfig::default(),
             "bob",
+            Platform::Local,
         )
         .unwrap();
         let a = second.meta().annotations.clone().unwrap();

@@ -41,7 +41,8 @@ pub struct UpOptions {
     pub domain: String,
 }
 
-fn user_name() -> String {
+/// Who is writing, for the creator and lastModifier annotations.
+pub fn user_name() -> String {
     std::env::var("USER").unwrap_or_else(|_| format!("uid-{}", nix::unistd::getuid()))
 }
 

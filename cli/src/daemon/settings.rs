@@ -7,59 +7,38 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sluice_crds::config::{
-    AutoscalerConfig, ConfigData, Configs, DefaultsConfig, DomainConfig, FeaturesConfig, GcConfig,
-    NetworkConfig, parse_config_map,
-};
+use sluice_crds::config::{ConfigData, Configs, parse_config_map};
 use tokio::sync::watch;
-
-const FILES: [&str; 6] = [
-    "config-defaults.yaml",
-    "config-autoscaler.yaml",
-    "config-network.yaml",
-    "config-domain.yaml",
-    "config-gc.yaml",
-    "config-features.yaml",
-];
 
 /// Reads every config file under `dir`; `domain` is the default domain (`--domain`).
 pub fn load(dir: &Path, domain: &str) -> anyhow::Result<Configs> {
     let mut data: BTreeMap<&str, ConfigData> = BTreeMap::new();
-    for file in FILES {
-        let path = dir.join(file);
+    for want in Configs::NAMES {
+        let path = dir.join(format!("{want}.yaml"));
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
         let (name, map) =
             parse_config_map(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let want = file.trim_end_matches(".yaml");
         if name != want {
             anyhow::bail!(
                 "{}: metadata.name is {name:?}, want {want:?}",
                 path.display()
             );
         }
-        data.insert(file, map);
+        data.insert(want, map);
     }
-    let get = |f: &str| data.get(f).cloned().unwrap_or_default();
-    let at = |f: &str, e: sluice_crds::config::ConfigError| {
-        anyhow::anyhow!("{}: {e}", dir.join(f).display())
-    };
-    Ok(Configs {
-        defaults: DefaultsConfig::parse(&get(FILES[0])).map_err(|e| at(FILES[0], e))?,
-        autoscaler: AutoscalerConfig::parse(&get(FILES[1])).map_err(|e| at(FILES[1], e))?,
-        network: NetworkConfig::parse(&get(FILES[2])).map_err(|e| at(FILES[2], e))?,
-        domain: DomainConfig::parse(&get(FILES[3]), domain).map_err(|e| at(FILES[3], e))?,
-        features: FeaturesConfig::parse(&get(FILES[5])).map_err(|e| at(FILES[5], e))?,
-        gc: GcConfig::parse(&get(FILES[4])).map_err(|e| at(FILES[4], e))?,
+    Configs::parse(|name| data.get(name).cloned().unwrap_or_default(), domain).map_err(|e| {
+        let file = dir.join(format!("{}.yaml", e.config_map));
+        anyhow::anyhow!("{}: key {:?}: {}", file.display(), e.key, e.message)
     })
 }
 
 fn stamp(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>)> {
-    FILES
+    Configs::NAMES
         .iter()
         .map(|f| {
-            let p = dir.join(f);
+            let p = dir.join(format!("{f}.yaml"));
             let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
             (p, m)
         })

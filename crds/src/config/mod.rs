@@ -53,6 +53,31 @@ pub struct Configs {
     pub gc: GcConfig,
 }
 
+impl Configs {
+    /// The names of the config maps Sluice reads.
+    pub const NAMES: [&'static str; 6] = [
+        DefaultsConfig::NAME,
+        AutoscalerConfig::NAME,
+        NetworkConfig::NAME,
+        DomainConfig::NAME,
+        GcConfig::NAME,
+        FeaturesConfig::NAME,
+    ];
+
+    /// Every config from its config map's data (`data(name)`, empty when absent);
+    /// `domain` is the default domain when config-domain names none.
+    pub fn parse(data: impl Fn(&str) -> ConfigData, domain: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            defaults: DefaultsConfig::parse(&data(DefaultsConfig::NAME))?,
+            autoscaler: AutoscalerConfig::parse(&data(AutoscalerConfig::NAME))?,
+            network: NetworkConfig::parse(&data(NetworkConfig::NAME))?,
+            domain: DomainConfig::parse(&data(DomainConfig::NAME), domain)?,
+            features: FeaturesConfig::parse(&data(FeaturesConfig::NAME))?,
+            gc: GcConfig::parse(&data(GcConfig::NAME))?,
+        })
+    }
+}
+
 /// Parses the YAML of a ConfigMap object (`kind: ConfigMap`, `data: {...}`) into its name and
 /// data. Keys starting with `_` (Knative's `_example` block) are dropped.
 pub fn parse_config_map(yaml: &str) -> Result<(String, ConfigData), String> {

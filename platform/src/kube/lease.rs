@@ -204,7 +204,10 @@ impl Elector {
 
     /// Remembers the record, restarting the expiry clock when it changed.
     fn observe(&mut self, record: LeaseSpec) {
-        let changed = self.observed.as_ref().is_none_or(|(seen, _)| *seen != record);
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != record);
         if changed {
             self.observed = Some((record, Instant::now()));
         }

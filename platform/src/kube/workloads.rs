@@ -244,6 +244,8 @@ impl KubeWorkloads {
         let queue = Container {
             name: "queue-proxy".into(),
             image: Some(self.cfg.queue_proxy_image.clone()),
+            // The Sluice image's entrypoint is `sluice`; every component is a subcommand.
+            args: Some(vec!["queue-proxy".into()]),
             ports: Some(vec![
                 ContainerPort {
                     name: Some("http".into()),

@@ -4,6 +4,9 @@
 //! controller-manager: tests that need what those would write (ready endpoints, say) write it
 //! themselves and say so.
 
+// Shared by several test crates, each using part of it.
+#![allow(dead_code)]
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -216,6 +219,48 @@ pub async fn install_crds(client: &Client) {
                 "CRD {name} not established"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Applies every manifest in `config/` (namespace, RBAC, config maps, the components'
+/// Deployments and Services) as `kubectl apply -f config/` would create them, failing on any
+/// document the API server refuses.
+pub async fn apply_config_manifests(client: &Client) {
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::GroupVersionKind;
+    use serde::Deserialize;
+    let dir = repo_root().join("config");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let obj: DynamicObject = DynamicObject::deserialize(doc).unwrap();
+            let types = obj.types.clone().expect("apiVersion and kind");
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", types.api_version.as_str()));
+            let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+            let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("{}: unknown kind {gvk:?}: {e}", file.display()));
+            let api: Api<DynamicObject> = match caps.scope {
+                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+                kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                    client.clone(),
+                    obj.metadata.namespace.as_deref().unwrap_or("default"),
+                    &resource,
+                ),
+            };
+            if let Err(e) = api.create(&PostParams::default(), &obj).await {
+                panic!("{}: {} refused: {e}", file.display(), types.kind);
+            }
         }
     }
 }
