@@ -1,8 +1,12 @@
 //! End-to-end tests of the local platform: the real `sluice` binary, a real daemon with its
-//! activator and queue-proxy child processes, real user processes, HTTP on loopback.
+//! activator and queue-proxy child processes, real user processes, HTTP on loopback; and of
+//! the Kubernetes platform: the same binaries against a real API server.
 
+#[path = "../../platform/tests/kube/apiserver.rs"]
+mod apiserver;
 mod autoscaling;
 mod harness;
+mod kubernetes;
 mod lifecycle;
 mod rollout;
 mod serving;

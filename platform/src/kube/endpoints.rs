@@ -3,7 +3,9 @@
 //! and `http-usermetric` port (metrics), which the endpoint controller resolves from the
 //! `<revision>-private` Service's target ports.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,6 +30,26 @@ pub fn revision_of(meta: &ObjectMeta) -> Option<RevisionKey> {
         meta.namespace.as_deref().unwrap_or("default"),
         rev,
     ))
+}
+
+/// Pod IPs to the addresses that reach them, from `SLUICE_POD_ADDRESS_MAP`
+/// (`FROM=TO,...`): for components run outside the cluster network, such as the end-to-end
+/// tests, where pods are processes on loopback addresses (which EndpointSlices refuse).
+fn address_map() -> &'static HashMap<IpAddr, IpAddr> {
+    static MAP: OnceLock<HashMap<IpAddr, IpAddr>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let text = std::env::var("SLUICE_POD_ADDRESS_MAP").unwrap_or_default();
+        parse_address_map(&text)
+    })
+}
+
+fn parse_address_map(text: &str) -> HashMap<IpAddr, IpAddr> {
+    text.split(',')
+        .filter_map(|pair| {
+            let (from, to) = pair.trim().split_once('=')?;
+            Some((from.trim().parse().ok()?, to.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// One slice's ready replicas.
@@ -62,6 +84,7 @@ pub fn ready_endpoints(slice: &EndpointSlice) -> Option<(RevisionKey, SliceEndpo
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         .flat_map(|e| e.addresses.iter())
         .filter_map(|a| a.parse().ok())
+        .map(|ip| address_map().get(&ip).copied().unwrap_or(ip))
         .collect();
     ips.sort();
     ips.dedup();
@@ -140,6 +163,16 @@ mod tests {
         let (_, eps) = ready_endpoints(&slice(vec![], vec![("10.0.0.1", None)])).unwrap();
         assert_eq!(eps.serving, vec!["10.0.0.1:8012".parse().unwrap()]);
         assert_eq!(eps.metrics, vec!["10.0.0.1:9090".parse().unwrap()]);
+    }
+
+    #[test]
+    fn address_map_pairs() {
+        let map = parse_address_map("10.0.0.1=127.0.0.2, 10.0.0.2 = 127.0.0.3,junk");
+        assert_eq!(map.len(), 2);
+        assert_eq!(
+            map[&"10.0.0.2".parse::<IpAddr>().unwrap()].to_string(),
+            "127.0.0.3"
+        );
     }
 
     #[test]
