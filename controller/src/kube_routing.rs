@@ -9,48 +9,23 @@
 //! `target-burst-capacity: -1`).
 
 use std::collections::HashMap;
-use std::fmt::Debug;
-use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client};
 use sluice_crds::config::FeaturesConfig;
 use sluice_crds::{Revision, Route};
 use sluice_platform::RevisionKey;
 use sluice_platform::kube::endpoints::{REVISION_LABEL, ready_endpoints};
+use sluice_platform::kube::inform;
 use sluice_platform::routing::RoutingSnapshot;
 use tokio::sync::watch;
 
 use crate::routing::snapshot;
-
-/// Follows one kind into a cache, bumping `changed` on every event.
-fn inform<K>(api: Api<K>, config: watcher::Config, changed: watch::Sender<u64>) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    tokio::spawn(async move {
-        let mut events = watcher(api, config)
-            .default_backoff()
-            .reflect(writer)
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(_) => changed.send_modify(|v| *v += 1),
-                Err(error) => tracing::warn!(%error, "Routing watch failed; retrying."),
-            }
-        }
-    });
-    reader
-}
 
 /// Publishes routing snapshots from the cluster into `tx` until the process ends. The first
 /// snapshot is published once every informer has listed its objects, so an activator that

@@ -30,7 +30,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::apiserver::{self, ApiServer};
-use crate::harness::{http_get, sluice_bin, testapp};
+use crate::harness::{free_port, http_get, sluice_bin, testapp};
 
 const HOST: &str = "hello.default.svc.cluster.local";
 
@@ -40,14 +40,6 @@ fn pod_network() -> String {
         .map(|n| format!("10.244.0.{n}=127.0.0.{n}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A kubeconfig for the test server, acting as `user` when given.

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use sluice_crds::config::Configs;
+use sluice_platform::kube::inform;
 use tokio::sync::watch;
 
 /// The namespace Sluice's components and config maps live in.
@@ -71,21 +71,9 @@ pub async fn settings(
     client: Client,
     namespace: &str,
 ) -> anyhow::Result<watch::Receiver<Arc<Configs>>> {
-    let (reader, writer) = reflector::store();
     let (changed_tx, mut changed) = watch::channel(0u64);
     let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-    tokio::spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(_) => changed_tx.send_modify(|v| *v += 1),
-                Err(error) => tracing::warn!(%error, "Config map watch failed; retrying."),
-            }
-        }
-    });
+    let reader = inform(api, watcher::Config::default(), changed_tx);
     reader
         .wait_until_ready()
         .await

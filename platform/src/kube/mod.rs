@@ -9,3 +9,36 @@ pub mod workloads;
 pub use lease::{Elector, LeaseTimings};
 pub use store::KubeStore;
 pub use workloads::{KubeWorkloads, KubeWorkloadsConfig};
+
+use std::fmt::Debug;
+use std::hash::Hash;
+
+use futures_util::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// Follows one kind into a cache (an informer), bumping `changed` on every event; a failed
+/// watch is retried with backoff.
+pub fn inform<K>(api: Api<K>, config: watcher::Config, changed: watch::Sender<u64>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    tokio::spawn(async move {
+        let mut events = watcher(api, config)
+            .default_backoff()
+            .reflect(writer)
+            .boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(_) => changed.send_modify(|v| *v += 1),
+                Err(error) => tracing::warn!(%error, "Watch failed; retrying."),
+            }
+        }
+    });
+    reader
+}
