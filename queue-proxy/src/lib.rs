@@ -4,13 +4,15 @@
 //! process, reports load on its admin port, and drains on SIGTERM.
 //!
 //! The layers, outermost first: probe answering → drain bookkeeping → in-flight stats →
-//! breaker → timeout → header rewriting → pooled HTTP/1.1 client.
+//! breaker → timeout → header rewriting → pooled HTTP/1.1 connections to the user process
+//! ([`upstream`]).
 
 pub mod body;
 pub mod breaker;
 pub mod config;
 pub mod probe;
 pub mod stats;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,9 +27,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -63,7 +63,9 @@ pub struct DrainPolicy {
 struct State {
     cfg: Config,
     user_addr: SocketAddr,
-    client: Client<HttpConnector, Incoming>,
+    /// `Host` for requests that came without one.
+    user_host: HeaderValue,
+    upstream: Arc<upstream::Upstream>,
     breaker: Option<Arc<Breaker>>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
@@ -125,64 +127,80 @@ impl State {
         })
     }
 
-    fn rewrite(&self, req: Request<Incoming>, peer: SocketAddr) -> Request<Incoming> {
+    /// The request as the user process gets it: origin-form target, `K-Original-Host` as
+    /// `Host`, Knative's routing headers removed, the peer appended to `X-Forwarded-For`, and
+    /// `Forwarded` derived from the `X-Forwarded-*` headers when absent.
+    fn rewrite(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Request<Incoming> {
         let (mut parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(self.user_addr.to_string())
-            .path_and_query(path)
-            .build()
-            .unwrap_or_else(|_| Uri::from_static("/"));
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = parts
+                .uri
+                .path_and_query()
+                .and_then(|p| Uri::try_from(p.as_str()).ok())
+                .unwrap_or_else(|| Uri::from_static("/"));
+        }
         let h = &mut parts.headers;
         if let Some(original) = h.remove(K_ORIGINAL_HOST) {
             h.insert(HOST, original);
+        } else if !h.contains_key(HOST) {
+            h.insert(HOST, self.user_host.clone());
         }
         h.remove(KNATIVE_SERVING_REVISION);
         h.remove(KNATIVE_SERVING_NAMESPACE);
-        let ip = peer.ip().to_string();
-        let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+        let xff = match h.get(X_FORWARDED_FOR) {
+            Some(prev) => {
+                let mut joined = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
+                joined.extend_from_slice(prev.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer_ip.as_bytes());
+                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer_ip.clone())
+            }
+            None => peer_ip.clone(),
         };
         if !h.contains_key(FORWARDED) {
             // RFC 7239 from the X-Forwarded-* headers, as Knative's forwarded shim does.
-            let mut fwd: Vec<String> = xff
-                .split(',')
-                .map(|a| format!("for={}", quote_node(a.trim())))
-                .collect();
-            if let Some(last) = fwd.last_mut() {
-                if let Some(host) = h.get(HOST).and_then(|v| v.to_str().ok()) {
-                    last.push_str(&format!(";host={host}"));
+            let xff_text = xff.to_str().unwrap_or("");
+            let mut fwd = String::with_capacity(64);
+            for (i, node) in xff_text.split(',').enumerate() {
+                if i > 0 {
+                    fwd.push_str(", ");
                 }
-                let proto = h
-                    .get(X_FORWARDED_PROTO)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("http");
-                last.push_str(&format!(";proto={proto}"));
+                fwd.push_str("for=");
+                push_node(&mut fwd, node.trim());
             }
-            if let Ok(v) = HeaderValue::from_str(&fwd.join(", ")) {
+            if let Some(host) = h.get(HOST).and_then(|v| v.to_str().ok()) {
+                fwd.push_str(";host=");
+                fwd.push_str(host);
+            }
+            let proto = h
+                .get(X_FORWARDED_PROTO)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("http");
+            fwd.push_str(";proto=");
+            fwd.push_str(proto);
+            if let Ok(v) = HeaderValue::from_str(&fwd) {
                 h.insert(FORWARDED, v);
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(X_FORWARDED_FOR, v);
-        }
+        h.insert(X_FORWARDED_FOR, xff);
         Request::from_parts(parts, body)
     }
 }
 
-fn quote_node(addr: &str) -> String {
+/// An RFC 7239 node: IPv6 addresses are bracketed and quoted.
+fn push_node(out: &mut String, addr: &str) {
     if addr.contains(':') {
-        format!("\"[{addr}]\"")
+        out.push_str("\"[");
+        out.push_str(addr);
+        out.push_str("]\"");
     } else {
-        addr.to_owned()
+        out.push_str(addr);
     }
 }
 
 async fn handle(
     state: Arc<State>,
-    peer: SocketAddr,
+    peer_ip: HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if let Some(resp) = state.probe(&req).await {
@@ -214,8 +232,8 @@ async fn handle(
         Some(rs) => deadline.min(Instant::now() + rs),
         None => deadline,
     };
-    let req = state.rewrite(req, peer);
-    match tokio::time::timeout_at(head_deadline, state.client.request(req)).await {
+    let req = state.rewrite(req, &peer_ip);
+    match tokio::time::timeout_at(head_deadline, state.upstream.send(req)).await {
         Err(_) => Ok(text(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
         Ok(Err(error)) => {
             tracing::warn!(revision = %state.cfg.revision, %error, "Error reaching the user process.");
@@ -260,22 +278,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let user_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.user_port));
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
     let idle = if cfg.container_concurrency == 0 {
         1000
     } else {
         cfg.container_concurrency as usize
     };
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(idle)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
+    let user_host = HeaderValue::from_str(&user_addr.to_string()).expect("an address is a header");
     let state = Arc::new(State {
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
         cfg,
         user_addr,
-        client,
+        user_host,
+        upstream: upstream::Upstream::new(user_addr, idle),
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
         draining: Arc::new(AtomicBool::new(false)),
@@ -319,7 +333,9 @@ pub async fn run(
     let accept = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let svc = service_fn(move |req| handle(state.clone(), peer, req));
+        let peer_ip =
+            HeaderValue::from_str(&peer.ip().to_string()).expect("an address is a header");
+        let svc = service_fn(move |req| handle(state.clone(), peer_ip.clone(), req));
         let conn = http.serve_connection(TokioIo::new(stream), svc);
         tokio::spawn(graceful.watch(conn));
     };

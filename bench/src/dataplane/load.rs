@@ -1,0 +1,282 @@
+//! Load: an open-loop generator for latency at a constant rate, and wrk for closed-loop
+//! throughput.
+//!
+//! The open-loop generator sends request *i* at `start + i / rate` whether or not earlier
+//! requests have been answered (a new connection is opened when every open one is busy), and
+//! times each request from that intended start to the end of its response body. A slow proxy
+//! therefore shows up as latency, never as a lower offered rate (no coordinated omission).
+//! A dedicated thread keeps the schedule with `thread::sleep` (tens of microseconds of
+//! jitter on Linux, the same on every path); the requests themselves run on a
+//! single-threaded tokio runtime.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// One open-loop run.
+#[derive(Clone, Debug)]
+pub struct OpenLoop {
+    /// Where requests go.
+    pub target: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// The request path.
+    pub path: &'static str,
+    /// Requests per second.
+    pub rate: u32,
+    /// How long requests are sent after the warm-up.
+    pub duration: Duration,
+    /// Sent first and not counted: connections open and caches fill.
+    pub warmup: Duration,
+}
+
+/// What an open-loop run saw.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    /// Counted requests' latencies in nanoseconds, sorted.
+    pub sorted_ns: Vec<u64>,
+    /// Counted requests that failed or answered other than 200.
+    pub errors: u64,
+    /// Requests still unanswered when the run's time was up (also errors).
+    pub unfinished: u64,
+    /// Connections the generator opened.
+    pub connections: usize,
+    /// The schedule's worst lateness: how far behind its intended time a request was sent.
+    pub max_lag: Duration,
+}
+
+impl Latencies {
+    /// The `p`th percentile, in microseconds.
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        if self.sorted_ns.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.sorted_ns.len() as f64).ceil() as usize;
+        self.sorted_ns[rank.clamp(1, self.sorted_ns.len()) - 1] as f64 / 1000.0
+    }
+
+    /// Requests counted (answered or failed).
+    pub fn count(&self) -> u64 {
+        self.sorted_ns.len() as u64 + self.errors
+    }
+}
+
+type Pool = Rc<RefCell<Vec<SendRequest<Empty<Bytes>>>>>;
+
+async fn connect(target: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One request on a pooled (or new) connection; `Ok` only for a 200 with its whole body.
+async fn one(pool: &Pool, opened: &RefCell<usize>, cfg: &OpenLoop) -> Result<(), String> {
+    let idle = pool.borrow_mut().pop();
+    let mut send = match idle {
+        Some(send) => send,
+        None => {
+            *opened.borrow_mut() += 1;
+            connect(cfg.target).await?
+        }
+    };
+    send.ready().await.map_err(|e| e.to_string())?;
+    let req = Request::get(cfg.path)
+        .header("host", &cfg.host)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.borrow_mut().push(send);
+    if status == http::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// Runs one open-loop load; every request is bounded by the run's end plus 5 s.
+pub fn open_loop(cfg: &OpenLoop) -> Latencies {
+    let interval = Duration::from_secs_f64(1.0 / f64::from(cfg.rate));
+    let total = ((cfg.warmup + cfg.duration).as_secs_f64() * f64::from(cfg.rate)) as u64;
+    let warmup_count = (cfg.warmup.as_secs_f64() * f64::from(cfg.rate)) as u64;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let start = Instant::now() + Duration::from_millis(20);
+    let clock = std::thread::spawn(move || {
+        for i in 0..total {
+            let at = start + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if tx.send((i, at)).is_err() {
+                break;
+            }
+        }
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let cfg = Rc::new(cfg.clone());
+    let out = local.block_on(&runtime, async move {
+        let pool: Pool = Rc::default();
+        let opened = Rc::new(RefCell::new(0usize));
+        let results = Rc::new(RefCell::new(Latencies::default()));
+        let mut tasks = tokio::task::JoinSet::new();
+        let end = start + interval.mul_f64(total as f64) + Duration::from_secs(5);
+        while let Some((i, at)) = rx.recv().await {
+            let lag = Instant::now().saturating_duration_since(at);
+            let (pool, opened, results, cfg) =
+                (pool.clone(), opened.clone(), results.clone(), cfg.clone());
+            tasks.spawn_local(async move {
+                let outcome = tokio::time::timeout_at(end.into(), one(&pool, &opened, &cfg)).await;
+                let took = at.elapsed();
+                let mut r = results.borrow_mut();
+                r.max_lag = r.max_lag.max(lag);
+                if i < warmup_count {
+                    return;
+                }
+                match outcome {
+                    Ok(Ok(())) => r.sorted_ns.push(took.as_nanos() as u64),
+                    Ok(Err(_)) => r.errors += 1,
+                    Err(_) => {
+                        r.errors += 1;
+                        r.unfinished += 1;
+                    }
+                }
+            });
+            // Reap finished tasks as we go so the set stays small.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+        let mut out = results.take();
+        out.connections = *opened.borrow();
+        out
+    });
+    let _ = clock.join();
+    let mut out = out;
+    out.sorted_ns.sort_unstable();
+    out
+}
+
+/// What one wrk run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Throughput {
+    /// Responses per second.
+    pub rps: f64,
+    /// Non-2xx answers plus socket errors.
+    pub errors: u64,
+}
+
+/// Runs `wrk` (closed loop, `connections` connections, one thread) on CPU `cpu` for
+/// `duration`.
+pub fn wrk(
+    wrk: &Path,
+    cpu: usize,
+    target: SocketAddr,
+    host: &str,
+    connections: u32,
+    duration: Duration,
+) -> Result<(Throughput, String), String> {
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .arg(wrk)
+        .args(["-t1", &format!("-c{connections}")])
+        .arg(format!("-d{}s", duration.as_secs()))
+        .args(["-H", &format!("Host: {host}")])
+        .arg(format!("http://{target}/"));
+    let shown = format!(
+        "taskset -c {cpu} wrk -t1 -c{connections} -d{}s -H 'Host: {host}' http://{target}/",
+        duration.as_secs()
+    );
+    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{shown}: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((parse_wrk(&text)?, shown))
+}
+
+/// Reads `Requests/sec`, `Non-2xx or 3xx responses` and `Socket errors` from wrk's report.
+pub fn parse_wrk(text: &str) -> Result<Throughput, String> {
+    let mut out = Throughput::default();
+    let mut saw_rate = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            out.rps = rest
+                .trim()
+                .parse()
+                .map_err(|_| format!("wrk: unreadable rate in {line:?}"))?;
+            saw_rate = true;
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            out.errors += rest.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            out.errors += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if saw_rate {
+        Ok(out)
+    } else {
+        Err(format!("wrk printed no Requests/sec:\n{text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_report_is_read() {
+        let text = "Running 2s test @ http://127.0.0.1:1/\n  1 threads and 8 connections\n\
+            Socket errors: connect 0, read 2, write 0, timeout 1\n\
+            Non-2xx or 3xx responses: 4\nRequests/sec:  41234.56\nTransfer/sec:      4.44MB\n";
+        let t = parse_wrk(text).unwrap();
+        assert!((t.rps - 41234.56).abs() < 1e-6);
+        assert_eq!(t.errors, 7);
+        assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let l = Latencies {
+            sorted_ns: (1..=100).map(|i| i * 1000).collect(),
+            ..Latencies::default()
+        };
+        assert_eq!(l.percentile_us(50.0), 50.0);
+        assert_eq!(l.percentile_us(99.0), 99.0);
+        assert_eq!(l.percentile_us(100.0), 100.0);
+        assert!(Latencies::default().percentile_us(50.0).is_nan());
+    }
+}
