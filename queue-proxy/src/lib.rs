@@ -3,13 +3,17 @@
 //! past the revision timeout, answers readiness probes from its own probing of the user
 //! process, reports load on its admin port, and drains on SIGTERM.
 //!
-//! The layers, outermost first: probe answering → drain bookkeeping → in-flight stats →
-//! breaker → timeout → header rewriting → pooled HTTP/1.1 connections to the user process
-//! ([`upstream`]).
+//! The request path ([`forward`]), in order: probe answering → drain bookkeeping → in-flight
+//! stats → breaker → timeout → head rewriting ([`h1`]) → pooled HTTP/1.1 connections to the
+//! user process ([`upstream`]). It is Sluice's own HTTP/1.1 forwarding rather than hyper's
+//! server and client: one task per client connection, no channel between tasks, bodies passed
+//! through unchanged. The admin port stays on hyper.
 
 pub mod body;
 pub mod breaker;
 pub mod config;
+mod forward;
+pub mod h1;
 pub mod probe;
 pub mod stats;
 pub mod upstream;
@@ -22,18 +26,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
-use crate::body::GuardedBody;
-use crate::breaker::{Breaker, QueueFull};
+use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::probe::Readiness;
 use crate::stats::Stats;
@@ -42,14 +43,6 @@ use crate::stats::Stats;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type.
 pub type Body = BoxBody<Bytes, BoxError>;
-
-const K_NETWORK_PROBE: HeaderName = HeaderName::from_static("k-network-probe");
-const K_ORIGINAL_HOST: HeaderName = HeaderName::from_static("k-original-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const KNATIVE_SERVING_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
-const KNATIVE_SERVING_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
 
 /// How long the queue-proxy keeps serving after SIGTERM once requests stop arriving.
 #[derive(Clone, Copy, Debug)]
@@ -63,9 +56,7 @@ pub struct DrainPolicy {
 struct State {
     cfg: Config,
     user_addr: SocketAddr,
-    /// `Host` for requests that came without one.
-    user_host: HeaderValue,
-    upstream: Arc<upstream::Upstream>,
+    upstream: upstream::Upstream,
     breaker: Option<Arc<Breaker>>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
@@ -104,13 +95,9 @@ impl State {
     /// Knative's probe contract: `K-Network-Probe: queue` gets 200 `queue` when ready. Until
     /// the user process is first seen ready, each probe also checks it on the spot (as
     /// Knative's queue-proxy does), so readiness is not delayed by the probe period.
-    async fn probe(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
-        let value = req.headers().get(K_NETWORK_PROBE)?;
-        if value != "queue" {
-            return Some(text(
-                StatusCode::BAD_REQUEST,
-                format!("unexpected probe header value: {value:?}"),
-            ));
+    async fn probe(&self, value: &[u8]) -> (u16, &'static str) {
+        if value != b"queue" {
+            return (400, "unexpected probe header value: want queue");
         }
         let draining = self.draining.load(Ordering::Acquire);
         if !draining && !self.readiness.is_ready() {
@@ -118,133 +105,13 @@ impl State {
                 .check_now(self.user_addr, &self.cfg.readiness)
                 .await;
         }
-        Some(if draining {
-            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        if draining {
+            (503, "shutting down")
         } else if self.readiness.is_ready() {
-            text(StatusCode::OK, "queue")
+            (200, "queue")
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "user process not ready")
-        })
-    }
-
-    /// The request as the user process gets it: origin-form target, `K-Original-Host` as
-    /// `Host`, Knative's routing headers removed, the peer appended to `X-Forwarded-For`, and
-    /// `Forwarded` derived from the `X-Forwarded-*` headers when absent.
-    fn rewrite(&self, req: Request<Incoming>, peer_ip: &HeaderValue) -> Request<Incoming> {
-        let (mut parts, body) = req.into_parts();
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            parts.uri = parts
-                .uri
-                .path_and_query()
-                .and_then(|p| Uri::try_from(p.as_str()).ok())
-                .unwrap_or_else(|| Uri::from_static("/"));
+            (503, "user process not ready")
         }
-        let h = &mut parts.headers;
-        if let Some(original) = h.remove(K_ORIGINAL_HOST) {
-            h.insert(HOST, original);
-        } else if !h.contains_key(HOST) {
-            h.insert(HOST, self.user_host.clone());
-        }
-        h.remove(KNATIVE_SERVING_REVISION);
-        h.remove(KNATIVE_SERVING_NAMESPACE);
-        let xff = match h.get(X_FORWARDED_FOR) {
-            Some(prev) => {
-                let mut joined = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
-                joined.extend_from_slice(prev.as_bytes());
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(peer_ip.as_bytes());
-                HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer_ip.clone())
-            }
-            None => peer_ip.clone(),
-        };
-        if !h.contains_key(FORWARDED) {
-            // RFC 7239 from the X-Forwarded-* headers, as Knative's forwarded shim does.
-            let xff_text = xff.to_str().unwrap_or("");
-            let mut fwd = String::with_capacity(64);
-            for (i, node) in xff_text.split(',').enumerate() {
-                if i > 0 {
-                    fwd.push_str(", ");
-                }
-                fwd.push_str("for=");
-                push_node(&mut fwd, node.trim());
-            }
-            if let Some(host) = h.get(HOST).and_then(|v| v.to_str().ok()) {
-                fwd.push_str(";host=");
-                fwd.push_str(host);
-            }
-            let proto = h
-                .get(X_FORWARDED_PROTO)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("http");
-            fwd.push_str(";proto=");
-            fwd.push_str(proto);
-            if let Ok(v) = HeaderValue::from_str(&fwd) {
-                h.insert(FORWARDED, v);
-            }
-        }
-        h.insert(X_FORWARDED_FOR, xff);
-        Request::from_parts(parts, body)
-    }
-}
-
-/// An RFC 7239 node: IPv6 addresses are bracketed and quoted.
-fn push_node(out: &mut String, addr: &str) {
-    if addr.contains(':') {
-        out.push_str("\"[");
-        out.push_str(addr);
-        out.push_str("]\"");
-    } else {
-        out.push_str(addr);
-    }
-}
-
-async fn handle(
-    state: Arc<State>,
-    peer_ip: HeaderValue,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    if let Some(resp) = state.probe(&req).await {
-        return Ok(resp);
-    }
-    state.touch();
-    let in_flight = state.stats.begin();
-    let started = Instant::now();
-    let deadline = started + state.cfg.timeout;
-    let slot = match &state.breaker {
-        None => None,
-        Some(breaker) => match tokio::time::timeout_at(deadline, breaker.acquire()).await {
-            Ok(Ok(slot)) => Some(slot),
-            Ok(Err(QueueFull)) => {
-                return Ok(text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "pending request queue full",
-                ));
-            }
-            Err(_) => {
-                return Ok(text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "request timed out waiting in the queue",
-                ));
-            }
-        },
-    };
-    let head_deadline = match state.cfg.response_start_timeout {
-        Some(rs) => deadline.min(Instant::now() + rs),
-        None => deadline,
-    };
-    let req = state.rewrite(req, &peer_ip);
-    match tokio::time::timeout_at(head_deadline, state.upstream.send(req)).await {
-        Err(_) => Ok(text(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
-        Ok(Err(error)) => {
-            tracing::warn!(revision = %state.cfg.revision, %error, "Error reaching the user process.");
-            Ok(text(
-                StatusCode::BAD_GATEWAY,
-                format!("error reaching the user process: {error}"),
-            ))
-        }
-        Ok(Ok(resp)) => Ok(resp.map(|body| {
-            GuardedBody::new(body, (slot, in_flight), deadline, state.cfg.idle_timeout).boxed()
-        })),
     }
 }
 
@@ -283,12 +150,10 @@ pub async fn run(
     } else {
         cfg.container_concurrency as usize
     };
-    let user_host = HeaderValue::from_str(&user_addr.to_string()).expect("an address is a header");
     let state = Arc::new(State {
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
         cfg,
         user_addr,
-        user_host,
         upstream: upstream::Upstream::new(user_addr, idle),
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
@@ -328,16 +193,13 @@ pub async fn run(
         })
     };
 
-    let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
-    let accept = |stream: tokio::net::TcpStream, peer: SocketAddr| {
+    // Connections close once idle after `closing` turns true.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut accept = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let peer_ip =
-            HeaderValue::from_str(&peer.ip().to_string()).expect("an address is a header");
-        let svc = service_fn(move |req| handle(state.clone(), peer_ip.clone(), req));
-        let conn = http.serve_connection(TokioIo::new(stream), svc);
-        tokio::spawn(graceful.watch(conn));
+        while conns.try_join_next().is_some() {}
+        conns.spawn(forward::serve(state.clone(), stream, peer, closed.clone()));
     };
     tokio::pin!(shutdown);
     loop {
@@ -364,7 +226,12 @@ pub async fn run(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain.grace, graceful.shutdown()).await;
+    let _ = closing.send(true);
+    let _ = tokio::time::timeout(drain.grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
     prober.abort();
     ticker.abort();
     admin_task.abort();

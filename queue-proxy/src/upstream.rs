@@ -1,155 +1,82 @@
-//! Keep-alive HTTP/1.1 connections to the user process. There is one destination, so the
-//! pool is a stack of idle connections: a request takes the most recently used one (or
-//! connects), and its connection goes back on the stack when the response body has been read
-//! to the end. A connection whose response was abandoned is closed instead.
+//! Keep-alive connections to the user process. There is one destination, so the pool is a
+//! stack of idle connections: a request takes the most recently used one (or connects), and
+//! gives it back when the exchange ended cleanly with both sides keeping it.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-/// Why the user process could not be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection could be made.
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
-    /// The exchange failed.
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+/// One connection to the user process, with bytes read past the last response.
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read and not yet used.
+    pub buf: BytesMut,
+    /// Whether it came from the pool (so it may have been closed by the user process while
+    /// idle).
+    pub reused: bool,
 }
 
 /// Pooled connections to one address.
 pub struct Upstream {
     addr: SocketAddr,
     max_idle: usize,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<Conn>>,
 }
 
 impl Upstream {
     /// A pool for `addr` keeping at most `max_idle` idle connections.
-    pub fn new(addr: SocketAddr, max_idle: usize) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(addr: SocketAddr, max_idle: usize) -> Self {
+        Self {
             addr,
             max_idle,
             idle: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The most recently used idle connection that is still open, once it is ready for
-    /// another request.
-    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
-        loop {
-            let mut conn = self.idle.lock().expect("pool lock").pop()?;
-            if !conn.is_closed() && conn.ready().await.is_ok() {
-                return Some(conn);
-            }
         }
     }
 
-    fn put_back(&self, conn: SendRequest<Incoming>) {
+    /// The most recently used idle connection that the user process has not closed, or a new
+    /// one.
+    pub async fn take(&self) -> std::io::Result<Conn> {
+        loop {
+            let Some(conn) = self.idle.lock().expect("pool lock").pop() else {
+                break;
+            };
+            // An idle connection has nothing to read; EOF or data means it is unusable.
+            let mut probe = [0u8; 1];
+            match conn.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Conn {
+                        reused: true,
+                        ..conn
+                    });
+                }
+                _ => continue,
+            }
+        }
+        self.connect().await
+    }
+
+    /// A new connection.
+    pub async fn connect(&self) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+            reused: false,
+        })
+    }
+
+    /// Returns a connection whose last exchange ended cleanly.
+    pub fn put_back(&self, conn: Conn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
         let mut idle = self.idle.lock().expect("pool lock");
         if idle.len() < self.max_idle {
             idle.push(conn);
         }
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| UpstreamError::Connect(self.addr, e))?;
-        let _ = stream.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(send)
-    }
-
-    /// Sends `req` on an idle connection, or a new one; a request that an idle connection
-    /// closed under before it was sent goes out again on a new connection.
-    pub async fn send(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
-        let mut req = req;
-        if let Some(mut conn) = self.take_idle().await {
-            match conn.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap(resp, conn)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
-                },
-            }
-        }
-        let mut conn = self.connect().await?;
-        let resp = conn.send_request(req).await?;
-        Ok(self.wrap(resp, conn))
-    }
-
-    fn wrap(
-        self: &Arc<Self>,
-        resp: Response<Incoming>,
-        conn: SendRequest<Incoming>,
-    ) -> Response<PooledBody> {
-        resp.map(|body| {
-            let done = body.is_end_stream();
-            let mut pooled = PooledBody {
-                inner: body,
-                conn: Some((conn, self.clone())),
-            };
-            if done {
-                pooled.release();
-            }
-            pooled
-        })
-    }
-}
-
-/// A response body that returns its connection to the pool once read to the end.
-pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<(SendRequest<Incoming>, Arc<Upstream>)>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some((conn, pool)) = self.conn.take() {
-            pool.put_back(conn);
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.conn = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

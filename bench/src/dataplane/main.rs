@@ -200,6 +200,9 @@ impl RssSampler {
         let thread = std::thread::spawn({
             let (stop, peaks) = (stop.clone(), peaks.clone());
             move || {
+                // Off the loaded core: the latency runs share CPU 0, and this thread should
+                // not add to their noise.
+                move_this_thread(PROXY_CPU);
                 while !stop.load(Ordering::Relaxed) {
                     for (pids, peak) in groups.iter().zip(peaks.iter()) {
                         peak.fetch_max(rss_total(pids), Ordering::Relaxed);
@@ -224,6 +227,19 @@ impl RssSampler {
             .iter()
             .map(|p| p.load(Ordering::Relaxed))
             .collect()
+    }
+}
+
+/// Moves the calling thread to `cpu` (best effort).
+fn move_this_thread(cpu: usize) {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok());
+    if let Some(tid) = tid {
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", &cpu.to_string(), &tid.to_string()])
+            .stdout(Stdio::null())
+            .status();
     }
 }
 

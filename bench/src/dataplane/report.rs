@@ -333,6 +333,7 @@ pub fn render(
         "# upstream (GET / at once, GET /slow after 100 ms): taskset -c 0 dataplane upstream PORT"
     );
     for r in results {
+        let _ = writeln!(s, "# {}", r.kind.label());
         for c in &r.commands {
             let _ = writeln!(s, "{c}");
         }
