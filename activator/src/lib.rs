@@ -9,39 +9,23 @@ pub mod report;
 pub mod source;
 pub mod table;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Either, Empty};
-use hyper::body::Body as _;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
+use bytes::{Buf, BytesMut};
 use sluice_platform::RevisionKey;
-use sluice_queue_proxy::body::GuardedBody;
-use sluice_queue_proxy::{Body, terminate_signal, text};
-use tokio::net::TcpListener;
+use sluice_queue_proxy::h1::{self, Framing, RequestHead};
+use sluice_queue_proxy::relay::{self, Pool, ReadError, SendError};
+use sluice_queue_proxy::terminate_signal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::table::{EndpointLoad, Revision, Table};
-
-const K_NETWORK_PROBE: HeaderName = HeaderName::from_static("k-network-probe");
-const K_PROXY_REQUEST: HeaderName = HeaderName::from_static("k-proxy-request");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const KNATIVE_SERVING_REVISION: HeaderName = HeaderName::from_static("knative-serving-revision");
-const KNATIVE_SERVING_NAMESPACE: HeaderName = HeaderName::from_static("knative-serving-namespace");
-const KNATIVE_SERVING_TAG: HeaderName = HeaderName::from_static("knative-serving-tag");
 
 /// The current routing table, shared by every request, plus a signal for held requests.
 pub struct Routes {
@@ -95,19 +79,13 @@ impl Default for Options {
 
 struct State {
     routes: Arc<Routes>,
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Pool,
     options: Options,
 }
 
-/// The request's host without port or trailing dot, lowercased; borrowed unless it had
-/// uppercase letters.
-fn request_host(req: &Request<Incoming>) -> std::borrow::Cow<'_, str> {
-    let raw = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host())
-        .unwrap_or("");
+/// A `Host` value without port or trailing dot, lowercased; borrowed unless it had uppercase
+/// letters.
+fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let without_port = match raw.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => raw,
@@ -181,34 +159,124 @@ async fn acquire(
     }
 }
 
-async fn handle(
+/// Why an exchange stopped early.
+enum Failed {
+    /// Nothing has been written to the client yet: answer with this status and text.
+    Answer(u16, String),
+    /// The client connection cannot be used any more.
+    Close,
+}
+
+/// Serves one client connection until it closes, fails, or the activator shuts down while it
+/// is idle.
+async fn serve_connection(
     state: Arc<State>,
+    mut client: TcpStream,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    if req
-        .headers()
-        .get(K_NETWORK_PROBE)
-        .is_some_and(|v| v == "activator")
-    {
-        return Ok(text(StatusCode::OK, "activator"));
+    mut closing: watch::Receiver<bool>,
+) {
+    let peer_ip = peer.ip().to_string();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let (mut head, mut resp_head) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
+    loop {
+        let req = loop {
+            if !buf.is_empty() {
+                match h1::parse_request(&buf, None, &mut head) {
+                    Ok(Some(req)) => break req,
+                    Ok(None) => {}
+                    Err(error) => {
+                        let status = match error {
+                            h1::HeadError::TooLarge => 431,
+                            h1::HeadError::Malformed(_) => 400,
+                        };
+                        relay::text_response(&mut resp_head, status, &error.to_string(), true);
+                        let _ = client.write_all(&resp_head).await;
+                        return;
+                    }
+                }
+            }
+            buf.reserve(relay::READ_CHUNK);
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    r = client.read_buf(&mut buf) => r,
+                    _ = closing.wait_for(|down| *down) => return,
+                }
+            } else {
+                client.read_buf(&mut buf).await
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        };
+        let outcome = exchange(
+            &state,
+            &mut client,
+            &mut buf,
+            &peer_ip,
+            &mut head,
+            &mut resp_head,
+            &req,
+        )
+        .await;
+        let keep = match outcome {
+            Ok(keep) => keep,
+            Err(Failed::Answer(status, body)) => {
+                // The request body may be unread: keep the connection only if there was none.
+                let keep = req.keep_alive && req.framing == Framing::Empty;
+                relay::text_response(&mut resp_head, status, &body, !keep);
+                client.write_all(&resp_head).await.is_ok() && keep
+            }
+            Err(Failed::Close) => false,
+        };
+        if !keep || *closing.borrow() {
+            return;
+        }
     }
-    let host = request_host(&req);
+}
+
+/// One request: route it by host, take a replica slot (holding the request while there is
+/// none), and relay the exchange to that replica's queue-proxy. `Ok(keep)` says whether the
+/// client connection can carry another request. `buf` starts with the request's head.
+async fn exchange(
+    state: &State,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer_ip: &str,
+    head: &mut Vec<u8>,
+    resp_head: &mut Vec<u8>,
+    req: &RequestHead,
+) -> Result<bool, Failed> {
+    let text_of = |range: &Option<std::ops::Range<usize>>| {
+        range
+            .clone()
+            .and_then(|r| std::str::from_utf8(&buf[r]).ok())
+            .map(str::to_owned)
+    };
+    if req.probe.as_deref() == Some(b"activator") {
+        buf.advance(req.len);
+        relay::text_response(resp_head, 200, "activator", !req.keep_alive);
+        client
+            .write_all(resp_head)
+            .await
+            .map_err(|_| Failed::Close)?;
+        return Ok(req.keep_alive && req.framing == Framing::Empty);
+    }
+    let raw_host = text_of(&req.host).unwrap_or_default();
+    let host = normalize_host(&raw_host);
+    let tag = text_of(&req.tag);
     let table = state.routes.table();
     let Some(route) = table.host(&host) else {
-        return Ok(text(
-            StatusCode::NOT_FOUND,
+        buf.advance(req.len);
+        return Err(Failed::Answer(
+            404,
             format!("no service serves host {host:?}\n"),
         ));
     };
-    let header_tag = req
-        .headers()
-        .get(KNATIVE_SERVING_TAG)
-        .and_then(|v| v.to_str().ok());
-    let tagged = header_tag.and_then(|tag| route.tagged(tag));
+    let tagged = tag.as_deref().and_then(|tag| route.tagged(tag));
     let Some(rev) = tagged.or_else(|| route.choose()).cloned() else {
-        return Ok(text(
-            StatusCode::SERVICE_UNAVAILABLE,
+        buf.advance(req.len);
+        return Err(Failed::Answer(
+            503,
             format!(
                 "route {} has no ready revision to send {host:?} to\n",
                 route.route
@@ -219,9 +287,11 @@ async fn handle(
     let started = Instant::now();
     let deadline = started + rev.timeout;
     let key = rev.key.clone();
-    let (rev, addr, load) = match acquire(&state, rev, deadline).await {
+    let acquired = acquire(state, rev, deadline).await;
+    let (rev, mut addr, mut load) = match acquired {
         Ok(acquired) => acquired,
         Err(why) => {
+            buf.advance(req.len);
             let why = match why {
                 Refused::QueueFull(depth) => format!(
                     "revision {key} is overloaded: {depth} requests are already waiting for a replica\n"
@@ -234,104 +304,133 @@ async fn handle(
                     format!("revision {key} stopped receiving traffic while the request waited\n")
                 }
             };
-            return Ok(text(StatusCode::SERVICE_UNAVAILABLE, why));
+            return Err(Failed::Answer(503, why));
         }
     };
-    let (mut parts, body) = req.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let path = path_and_query.as_str();
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    let h = &mut parts.headers;
-    h.insert(K_PROXY_REQUEST, HeaderValue::from_static("activator"));
-    h.insert(KNATIVE_SERVING_REVISION, rev.headers.0.clone());
-    h.insert(KNATIVE_SERVING_NAMESPACE, rev.headers.1.clone());
-    let client_ip = peer.ip().to_string();
-    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
+    // The head for the queue-proxy, written now that the revision is known.
+    let edit = h1::Edit::ToRevision {
+        peer_ip,
+        revision: rev.headers.0.as_bytes(),
+        namespace: rev.headers.1.as_bytes(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR, v);
+    let _ = h1::parse_request(buf, Some(&edit), head);
+    buf.advance(req.len);
+    if req.expect_continue {
+        client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| Failed::Close)?;
     }
-    if !h.contains_key(X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    // A request without a body can go to another replica when no connection could be made:
-    // nothing of it was sent.
-    let retry_head = body
-        .is_end_stream()
-        .then(|| (parts.method.clone(), parts.version, parts.headers.clone()));
-    let mut req = Request::from_parts(parts, Either::Left(body));
-    let (mut addr, mut load, mut tried) = (addr, load, Vec::new());
+
+    // A bodiless request goes to another replica when no connection can be made (nothing of
+    // it was sent), or again on a new connection when a pooled one turns out closed.
+    let bodiless = req.framing == Framing::Empty;
+    let mut tried = Vec::new();
+    let refused = |key: &sluice_platform::RevisionKey, error: &dyn std::fmt::Display| {
+        Failed::Answer(502, format!("error reaching revision {key}: {error}\n"))
+    };
+    let mut up = loop {
+        match state.pool.take(addr).await {
+            Ok(up) => break up,
+            Err(error) => {
+                tried.push(addr);
+                let next = rev
+                    .pick_excluding(&tried)
+                    .filter(|_| bodiless && tried.len() <= CONNECT_RETRIES);
+                let Some(next) = next else {
+                    tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");
+                    return Err(refused(&key, &error));
+                };
+                tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
+                (addr, load) = next;
+            }
+        }
+    };
+    let mut resp = loop {
+        let sent = tokio::time::timeout_at(
+            deadline,
+            relay::send_request(&mut up, client, buf, head, req),
+        )
+        .await
+        .unwrap_or(Err(SendError::Client));
+        let outcome = match sent {
+            Ok(()) => relay::read_response_head(&mut up, req, resp_head, deadline).await,
+            Err(SendError::Client) => return Err(Failed::Close),
+            Err(SendError::Upstream) => Err(ReadError::Upstream),
+        };
+        match outcome {
+            Ok(resp) => break resp,
+            Err(ReadError::Timeout) => return Err(Failed::Answer(504, "request timeout".into())),
+            Err(ReadError::Upstream) if up.reused && bodiless => {
+                up = Pool::connect(addr).await.map_err(|e| refused(&key, &e))?;
+            }
+            Err(ReadError::Upstream) => {
+                tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection.");
+                return Err(refused(&key, &"connection closed"));
+            }
+        }
+    };
+
+    // Informational answers go to the client as they come; 101 hands both sockets over.
     loop {
-        let result = tokio::time::timeout_at(deadline, state.client.request(req)).await;
-        let Ok(Err(error)) = &result else {
-            break finish(result, &key, addr, load, deadline);
-        };
-        let Some((method, version, headers)) = retry_head.as_ref().filter(|_| error.is_connect())
-        else {
-            break finish(result, &key, addr, load, deadline);
-        };
-        tried.push(addr);
-        let Some(next) = rev
-            .pick_excluding(&tried)
-            .filter(|_| tried.len() <= CONNECT_RETRIES)
-        else {
-            break finish(result, &key, addr, load, deadline);
-        };
-        tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
-        (addr, load) = next;
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(path_and_query.as_str())
-            .build();
-        let mut retry = Request::new(Either::Right(Empty::new()));
-        *retry.method_mut() = method.clone();
-        *retry.version_mut() = *version;
-        *retry.headers_mut() = headers.clone();
-        *retry.uri_mut() = uri.unwrap_or_else(|_| Uri::from_static("/"));
-        req = retry;
+        if resp.status == 101 && req.upgrade {
+            resp_head.extend_from_slice(b"\r\n");
+            client
+                .write_all(resp_head)
+                .await
+                .map_err(|_| Failed::Close)?;
+            let pending = up.buf.split();
+            client
+                .write_all(&pending)
+                .await
+                .map_err(|_| Failed::Close)?;
+            if !buf.is_empty() {
+                let early = buf.split();
+                up.stream
+                    .write_all(&early)
+                    .await
+                    .map_err(|_| Failed::Close)?;
+            }
+            let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
+            return Ok(false);
+        }
+        if !(100..200).contains(&resp.status) {
+            break;
+        }
+        resp_head.extend_from_slice(b"\r\n");
+        client
+            .write_all(resp_head)
+            .await
+            .map_err(|_| Failed::Close)?;
+        resp = relay::read_response_head(&mut up, req, resp_head, deadline)
+            .await
+            .map_err(|_| Failed::Close)?;
+    }
+    let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
+    if !keep_client {
+        resp_head.extend_from_slice(b"connection: close\r\n");
+    }
+    resp_head.extend_from_slice(b"\r\n");
+    let done = tokio::time::timeout_at(
+        deadline,
+        relay::send_body(resp.framing, &mut up, client, resp_head, None),
+    )
+    .await;
+    drop(load);
+    match done {
+        Ok(Ok(())) => {
+            if resp.keep_alive && resp.framing != Framing::UntilClose {
+                state.pool.put_back(addr, up);
+            }
+            Ok(keep_client)
+        }
+        // Cut mid-body: the status line has gone out, so closing is the only signal left.
+        _ => Err(Failed::Close),
     }
 }
 
 /// How many other replicas a bodiless request tries when a connection cannot be made.
 const CONNECT_RETRIES: usize = 2;
-
-/// The request body sent upstream: the client's, or empty on a retry.
-type UpstreamBody = Either<Incoming, Empty<bytes::Bytes>>;
-
-fn finish(
-    result: Result<
-        Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-        tokio::time::error::Elapsed,
-    >,
-    key: &sluice_platform::RevisionKey,
-    addr: SocketAddr,
-    load: table::EndpointLoad,
-    deadline: Instant,
-) -> Result<Response<Body>, Infallible> {
-    match result {
-        Err(_) => Ok(text(StatusCode::GATEWAY_TIMEOUT, "request timeout")),
-        Ok(Err(error)) => {
-            tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");
-            Ok(text(
-                StatusCode::BAD_GATEWAY,
-                format!("error reaching revision {key}: {error}\n"),
-            ))
-        }
-        Ok(Ok(resp)) => Ok(resp.map(|b| GuardedBody::new(b, load, deadline, None).boxed())),
-    }
-}
 
 /// Runs the activator on a bound listener until `shutdown`, then finishes in-flight requests.
 pub async fn run(
@@ -340,28 +439,22 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1000)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
     let state = Arc::new(State {
         routes,
-        client,
+        pool: Pool::new(1000),
         options,
     });
-    let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
+    // Connections close once idle after `closing` turns true.
+    let (closing, closed) = watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let state = state.clone();
-                    let svc = service_fn(move |req| handle(state.clone(), peer, req));
-                    tokio::spawn(graceful.watch(http.serve_connection(TokioIo::new(stream), svc)));
+                    while conns.try_join_next().is_some() {}
+                    conns.spawn(serve_connection(state.clone(), stream, peer, closed.clone()));
                 }
                 Err(error) => tracing::warn!(%error, "Accept failed."),
             },
@@ -369,7 +462,12 @@ pub async fn run(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+    let _ = closing.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
     Ok(())
 }
 

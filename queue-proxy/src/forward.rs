@@ -15,10 +15,8 @@ use tokio::time::Instant;
 
 use crate::State;
 use crate::breaker::QueueFull;
-use crate::h1::{self, ChunkedEnd, Framing, RequestHead, Rewrite};
-use crate::upstream::Conn;
-
-const READ_CHUNK: usize = 16 * 1024;
+use crate::h1::{self, Edit, Framing, RequestHead};
+use crate::relay::{self, Pool, READ_CHUNK, ReadError, SendError, text_response};
 
 /// Why an exchange stopped early.
 enum Failed {
@@ -26,23 +24,6 @@ enum Failed {
     Answer(u16, &'static str),
     /// The client connection cannot be used any more.
     Close,
-}
-
-/// A complete plain-text response.
-fn text_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    out.clear();
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
-            body.len(),
-            if close { "connection: close\r\n" } else { "" }
-        )
-        .as_bytes(),
-    );
 }
 
 /// Serves one client connection until it closes, fails, or the proxy shuts down while it is
@@ -55,7 +36,7 @@ pub(crate) async fn serve(
 ) {
     let peer_ip = peer.ip().to_string();
     let default_host = state.user_addr.to_string();
-    let rewrite = Rewrite {
+    let edit = Edit::ToUser {
         peer_ip: &peer_ip,
         default_host: &default_host,
     };
@@ -65,7 +46,7 @@ pub(crate) async fn serve(
     loop {
         let req = loop {
             if !buf.is_empty() {
-                match h1::parse_request(&buf, &rewrite, &mut head) {
+                match h1::parse_request(&buf, Some(&edit), &mut head) {
                     Ok(Some(req)) => break req,
                     Ok(None) => {}
                     Err(error) => {
@@ -159,15 +140,18 @@ async fn exchange(
     // The request, on a pooled connection; a bodiless request that finds its pooled
     // connection closed goes again on a new one.
     let mut up =
-        state.upstream.take().await.map_err(|_| {
+        state.upstream.take(state.user_addr).await.map_err(|_| {
             Failed::Answer(502, "error reaching the user process: connection refused")
         })?;
     let mut resp = loop {
-        let sent = tokio::time::timeout_at(deadline, send_request(&mut up, client, buf, head, req))
-            .await
-            .unwrap_or(Err(SendError::Client));
+        let sent = tokio::time::timeout_at(
+            deadline,
+            relay::send_request(&mut up, client, buf, head, req),
+        )
+        .await
+        .unwrap_or(Err(SendError::Client));
         let outcome = match sent {
-            Ok(()) => read_response_head(&mut up, req, resp_head, head_deadline).await,
+            Ok(()) => relay::read_response_head(&mut up, req, resp_head, head_deadline).await,
             Err(SendError::Client) => return Err(Failed::Close),
             Err(SendError::Upstream) => Err(ReadError::Upstream),
         };
@@ -175,7 +159,7 @@ async fn exchange(
             Ok(resp) => break resp,
             Err(ReadError::Timeout) => return Err(Failed::Answer(504, "request timeout")),
             Err(ReadError::Upstream) if up.reused && req.framing == Framing::Empty => {
-                up = state.upstream.connect().await.map_err(|_| {
+                up = Pool::connect(state.user_addr).await.map_err(|_| {
                     Failed::Answer(502, "error reaching the user process: connection refused")
                 })?;
             }
@@ -219,7 +203,7 @@ async fn exchange(
             .write_all(resp_head)
             .await
             .map_err(|_| Failed::Close)?;
-        resp = match read_response_head(&mut up, req, resp_head, head_deadline).await {
+        resp = match relay::read_response_head(&mut up, req, resp_head, head_deadline).await {
             Ok(r) => r,
             Err(_) => return Err(Failed::Close),
         };
@@ -232,7 +216,7 @@ async fn exchange(
     resp_head.extend_from_slice(b"\r\n");
     let done = tokio::time::timeout_at(
         deadline,
-        send_body(
+        relay::send_body(
             resp.framing,
             &mut up,
             client,
@@ -244,198 +228,12 @@ async fn exchange(
     match done {
         Ok(Ok(())) => {
             if resp.keep_alive && resp.framing != Framing::UntilClose {
-                state.upstream.put_back(up);
+                state.upstream.put_back(state.user_addr, up);
             }
             Ok(keep_client)
         }
         // Cut mid-body (revision or idle timeout, or either side failed): the status line has
         // gone out, so the only signal left is closing the connection.
         _ => Err(Failed::Close),
-    }
-}
-
-enum SendError {
-    /// The client went away or sent a malformed body.
-    Client,
-    /// The user process's connection failed.
-    Upstream,
-}
-
-/// Writes the head and streams the request body; small bodies already read go in the same
-/// write as the head.
-async fn send_request(
-    up: &mut Conn,
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
-    head: &[u8],
-    req: &RequestHead,
-) -> Result<(), SendError> {
-    match req.framing {
-        Framing::Empty | Framing::UntilClose => up
-            .stream
-            .write_all(head)
-            .await
-            .map_err(|_| SendError::Upstream),
-        Framing::Length(n) => {
-            let mut left = n;
-            let first = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let mut joined = Vec::with_capacity(head.len() + first);
-            joined.extend_from_slice(head);
-            joined.extend_from_slice(&buf[..first]);
-            buf.advance(first);
-            left -= first as u64;
-            up.stream
-                .write_all(&joined)
-                .await
-                .map_err(|_| SendError::Upstream)?;
-            while left > 0 {
-                buf.reserve(READ_CHUNK);
-                let read = client.read_buf(buf).await.map_err(|_| SendError::Client)?;
-                if read == 0 {
-                    return Err(SendError::Client);
-                }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                up.stream
-                    .write_all(&buf[..take])
-                    .await
-                    .map_err(|_| SendError::Upstream)?;
-                buf.advance(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            up.stream
-                .write_all(head)
-                .await
-                .map_err(|_| SendError::Upstream)?;
-            let mut end = ChunkedEnd::default();
-            loop {
-                let take = end.scan(buf).map_err(|_| SendError::Client)?;
-                up.stream
-                    .write_all(&buf[..take])
-                    .await
-                    .map_err(|_| SendError::Upstream)?;
-                buf.advance(take);
-                if end.is_done() {
-                    return Ok(());
-                }
-                buf.reserve(READ_CHUNK);
-                if client.read_buf(buf).await.map_err(|_| SendError::Client)? == 0 {
-                    return Err(SendError::Client);
-                }
-            }
-        }
-    }
-}
-
-enum ReadError {
-    /// The response did not start in time.
-    Timeout,
-    /// The user process closed or sent something that is not HTTP.
-    Upstream,
-}
-
-async fn read_response_head(
-    up: &mut Conn,
-    req: &RequestHead,
-    out: &mut Vec<u8>,
-    deadline: Instant,
-) -> Result<h1::ResponseHead, ReadError> {
-    loop {
-        if !up.buf.is_empty() {
-            match h1::parse_response(&up.buf, req.is_head, out) {
-                Ok(Some(resp)) => {
-                    up.buf.advance(resp.len);
-                    return Ok(resp);
-                }
-                Ok(None) => {}
-                Err(_) => return Err(ReadError::Upstream),
-            }
-        }
-        up.buf.reserve(READ_CHUNK);
-        match tokio::time::timeout_at(deadline, up.stream.read_buf(&mut up.buf)).await {
-            Err(_) => return Err(ReadError::Timeout),
-            Ok(Ok(n)) if n > 0 => up.reused = false,
-            Ok(_) => return Err(ReadError::Upstream),
-        }
-    }
-}
-
-/// Writes the response head and streams the body; a body already read goes in the same write
-/// as the head. Each read waits at most `idle` (when set).
-async fn send_body(
-    framing: Framing,
-    up: &mut Conn,
-    client: &mut TcpStream,
-    head: &mut Vec<u8>,
-    idle: Option<std::time::Duration>,
-) -> std::io::Result<()> {
-    let closed = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-    let read_more = async |up: &mut Conn| -> std::io::Result<usize> {
-        up.buf.reserve(READ_CHUNK);
-        match idle {
-            None => up.stream.read_buf(&mut up.buf).await,
-            Some(idle) => tokio::time::timeout(idle, up.stream.read_buf(&mut up.buf))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
-        }
-    };
-    match framing {
-        Framing::Empty => client.write_all(head).await,
-        Framing::Length(n) => {
-            let mut left = n;
-            let first = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(up.buf.len());
-            head.extend_from_slice(&up.buf[..first]);
-            up.buf.advance(first);
-            left -= first as u64;
-            client.write_all(head).await?;
-            while left > 0 {
-                if read_more(up).await? == 0 {
-                    return Err(closed());
-                }
-                let take = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(up.buf.len());
-                client.write_all(&up.buf[..take]).await?;
-                up.buf.advance(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            let mut end = ChunkedEnd::default();
-            let first = end
-                .scan(&up.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            head.extend_from_slice(&up.buf[..first]);
-            up.buf.advance(first);
-            client.write_all(head).await?;
-            while !end.is_done() {
-                if read_more(up).await? == 0 {
-                    return Err(closed());
-                }
-                let take = end
-                    .scan(&up.buf)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                client.write_all(&up.buf[..take]).await?;
-                up.buf.advance(take);
-            }
-            Ok(())
-        }
-        Framing::UntilClose => {
-            head.extend_from_slice(&up.buf);
-            up.buf.clear();
-            client.write_all(head).await?;
-            loop {
-                if read_more(up).await? == 0 {
-                    return Ok(());
-                }
-                client.write_all(&up.buf).await?;
-                up.buf.clear();
-            }
-        }
     }
 }

@@ -3,6 +3,7 @@
 //! bytes after it (a pipelined request, the next response) stay for the next message.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 /// Longest head accepted (request line or status line plus headers).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -58,6 +59,10 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// The `K-Network-Probe` value, if any.
     pub probe: Option<Vec<u8>>,
+    /// Where the `Host` value is in the buffer.
+    pub host: Option<Range<usize>>,
+    /// Where the `Knative-Serving-Tag` value is in the buffer.
+    pub tag: Option<Range<usize>>,
 }
 
 /// What the forwarding path needs to know of a response.
@@ -90,21 +95,41 @@ fn content_length(value: &[u8], seen: Option<u64>) -> Result<u64, HeadError> {
     }
 }
 
-/// What the proxy adds to a request on its way to the user process.
-pub struct Rewrite<'a> {
-    /// The client's address, appended to `X-Forwarded-For`.
-    pub peer_ip: &'a str,
-    /// `Host` for requests that came without one.
-    pub default_host: &'a str,
+/// How a request head is rewritten for the next hop.
+pub enum Edit<'a> {
+    /// The queue-proxy's, toward the user process: `K-Original-Host` becomes `Host` (a request
+    /// without one gets `default_host`), Knative's routing headers go, and `Forwarded` is
+    /// derived from the `X-Forwarded-*` headers when absent.
+    ToUser {
+        /// The client's address, appended to `X-Forwarded-For`.
+        peer_ip: &'a str,
+        /// `Host` for requests that came without one.
+        default_host: &'a str,
+    },
+    /// The activator's, toward a revision's queue-proxy: `K-Proxy-Request: activator`, the
+    /// revision and its namespace, and `X-Forwarded-Proto: http` when absent.
+    ToRevision {
+        /// The client's address, appended to `X-Forwarded-For`.
+        peer_ip: &'a str,
+        /// `Knative-Serving-Revision`.
+        revision: &'a [u8],
+        /// `Knative-Serving-Namespace`.
+        namespace: &'a [u8],
+    },
 }
 
-/// Parses a request head at the start of `buf`; `Ok(None)` while it is incomplete. On success
-/// `out` holds the head the user process gets: origin-form target, `K-Original-Host` as `Host`,
-/// Knative's routing headers and hop-by-hop headers removed, the peer appended to
-/// `X-Forwarded-For`, and `Forwarded` derived from the `X-Forwarded-*` headers when absent.
+/// Where `part` (a slice of `buf`) sits in `buf`.
+fn range_in(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Parses a request head at the start of `buf`; `Ok(None)` while it is incomplete. With an
+/// `edit`, `out` then holds the head for the next hop: origin-form target, hop-by-hop headers
+/// removed, the peer appended to `X-Forwarded-For`, and the edit's own changes.
 pub fn parse_request(
     buf: &[u8],
-    rewrite: &Rewrite<'_>,
+    edit: Option<&Edit<'_>>,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -123,7 +148,7 @@ pub fn parse_request(
     let (mut close, mut keep_alive_10, mut conn_upgrade) = (false, false, false);
     let (mut host, mut original_host, mut xff_prev, mut forwarded, mut proto) =
         (None, None, Vec::<&[u8]>::new(), false, None);
-    let (mut expect_continue, mut upgrade_header, mut probe) = (false, false, None);
+    let (mut expect_continue, mut upgrade_header, mut probe, mut tag) = (false, false, None, None);
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -158,6 +183,8 @@ pub fn parse_request(
             upgrade_header = true;
         } else if name.eq_ignore_ascii_case("k-network-probe") {
             probe = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case("knative-serving-tag") {
+            tag = Some(range_in(buf, h.value));
         }
     }
     let upgrade = conn_upgrade && upgrade_header;
@@ -170,35 +197,82 @@ pub fn parse_request(
         }
     };
 
-    // The head for the user process.
+    let head = RequestHead {
+        len,
+        framing,
+        keep_alive: if http10 {
+            keep_alive_10 && !close
+        } else {
+            !close
+        },
+        expect_continue,
+        is_head: method == "HEAD",
+        upgrade,
+        probe,
+        host: host.map(|h| range_in(buf, h)),
+        tag,
+    };
+    let Some(edit) = edit else {
+        return Ok(Some(head));
+    };
+
     out.clear();
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(origin_form(target).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let host = original_host.or(host);
-    out.extend_from_slice(b"host: ");
-    out.extend_from_slice(host.unwrap_or(rewrite.default_host.as_bytes()));
-    out.extend_from_slice(b"\r\n");
+    let (peer_ip, host) = match *edit {
+        Edit::ToUser {
+            peer_ip,
+            default_host,
+        } => {
+            let host = original_host.or(host).unwrap_or(default_host.as_bytes());
+            header(out, "host", host);
+            (peer_ip, Some(host))
+        }
+        Edit::ToRevision {
+            peer_ip,
+            revision,
+            namespace,
+        } => {
+            if let Some(host) = host {
+                header(out, "host", host);
+            }
+            header(out, "k-proxy-request", b"activator");
+            header(out, "knative-serving-revision", revision);
+            header(out, "knative-serving-namespace", namespace);
+            if proto.is_none() {
+                header(out, "x-forwarded-proto", b"http");
+            }
+            (peer_ip, host)
+        }
+    };
+    let to_user = matches!(edit, Edit::ToUser { .. });
     for h in req.headers.iter() {
         let name = h.name;
-        let skip = ["host", "k-original-host", "knative-serving-revision"]
-            .iter()
-            .chain(&["knative-serving-namespace", "x-forwarded-for", "connection"])
-            .chain(&["keep-alive", "proxy-connection", "te", "k-network-probe"])
-            .any(|s| name.eq_ignore_ascii_case(s))
+        let skip = [
+            "host",
+            "knative-serving-revision",
+            "knative-serving-namespace",
+        ]
+        .iter()
+        .chain(&[
+            "x-forwarded-for",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+        ])
+        .chain(&["te", "k-network-probe", "k-proxy-request"])
+        .any(|s| name.eq_ignore_ascii_case(s))
+            || (to_user && name.eq_ignore_ascii_case("k-original-host"))
             || (expect_continue && name.eq_ignore_ascii_case("expect"))
             || (!upgrade && name.eq_ignore_ascii_case("upgrade"));
-        if skip {
-            continue;
+        if !skip {
+            header(out, name, h.value);
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
     }
     if upgrade {
-        out.extend_from_slice(b"connection: upgrade\r\n");
+        header(out, "connection", b"upgrade");
     }
     let xff_start = out.len() + "x-forwarded-for: ".len();
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -206,10 +280,10 @@ pub fn parse_request(
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(rewrite.peer_ip.as_bytes());
+    out.extend_from_slice(peer_ip.as_bytes());
     let xff_end = out.len();
     out.extend_from_slice(b"\r\n");
-    if !forwarded {
+    if to_user && !forwarded {
         // RFC 7239 from the X-Forwarded-* headers, as Knative's forwarded shim does.
         let mut fwd = String::with_capacity(64);
         let xff = String::from_utf8_lossy(&out[xff_start..xff_end]).into_owned();
@@ -232,25 +306,17 @@ pub fn parse_request(
                 .and_then(|p| std::str::from_utf8(p).ok())
                 .unwrap_or("http"),
         );
-        out.extend_from_slice(b"forwarded: ");
-        out.extend_from_slice(fwd.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header(out, "forwarded", fwd.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+    Ok(Some(head))
+}
 
-    Ok(Some(RequestHead {
-        len,
-        framing,
-        keep_alive: if http10 {
-            keep_alive_10 && !close
-        } else {
-            !close
-        },
-        expect_continue,
-        is_head: method == "HEAD",
-        upgrade,
-        probe,
-    }))
+fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `/path?query` of a target in origin or absolute form.
@@ -437,14 +503,14 @@ impl ChunkedEnd {
 mod tests {
     use super::*;
 
-    const RW: Rewrite<'static> = Rewrite {
+    const RW: Edit<'static> = Edit::ToUser {
         peer_ip: "10.0.0.9",
         default_host: "127.0.0.1:8080",
     };
 
     fn request(raw: &str) -> (RequestHead, String) {
         let mut out = Vec::new();
-        let head = parse_request(raw.as_bytes(), &RW, &mut out)
+        let head = parse_request(raw.as_bytes(), Some(&RW), &mut out)
             .unwrap()
             .unwrap();
         (head, String::from_utf8(out).unwrap())
@@ -514,7 +580,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         let mut out = Vec::new();
-        let bad = |raw: &str, out: &mut Vec<u8>| parse_request(raw.as_bytes(), &RW, out);
+        let bad = |raw: &str, out: &mut Vec<u8>| parse_request(raw.as_bytes(), Some(&RW), out);
         assert!(
             bad(
                 "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",

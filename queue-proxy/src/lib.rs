@@ -5,18 +5,17 @@
 //!
 //! The request path ([`forward`]), in order: probe answering → drain bookkeeping → in-flight
 //! stats → breaker → timeout → head rewriting ([`h1`]) → pooled HTTP/1.1 connections to the
-//! user process ([`upstream`]). It is Sluice's own HTTP/1.1 forwarding rather than hyper's
+//! user process ([`relay`]). It is Sluice's own HTTP/1.1 forwarding rather than hyper's
 //! server and client: one task per client connection, no channel between tasks, bodies passed
 //! through unchanged. The admin port stays on hyper.
 
-pub mod body;
 pub mod breaker;
 pub mod config;
 mod forward;
 pub mod h1;
 pub mod probe;
+pub mod relay;
 pub mod stats;
-pub mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,7 +55,7 @@ pub struct DrainPolicy {
 struct State {
     cfg: Config,
     user_addr: SocketAddr,
-    upstream: upstream::Upstream,
+    upstream: relay::Pool,
     breaker: Option<Arc<Breaker>>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
@@ -154,7 +153,7 @@ pub async fn run(
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
         cfg,
         user_addr,
-        upstream: upstream::Upstream::new(user_addr, idle),
+        upstream: relay::Pool::new(idle),
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
         draining: Arc::new(AtomicBool::new(false)),
