@@ -409,6 +409,8 @@ async fn exchange(
     let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
     if !keep_client {
         resp_head.extend_from_slice(b"connection: close\r\n");
+    } else if req.http10 {
+        resp_head.extend_from_slice(b"connection: keep-alive\r\n");
     }
     resp_head.extend_from_slice(b"\r\n");
     let done = tokio::time::timeout_at(

@@ -51,6 +51,8 @@ pub struct RequestHead {
     pub framing: Framing,
     /// Whether the client keeps the connection after this exchange.
     pub keep_alive: bool,
+    /// An HTTP/1.0 request (which keeps the connection only when the answer says so).
+    pub http10: bool,
     /// `Expect: 100-continue` (answered by the proxy; not forwarded).
     pub expect_continue: bool,
     /// A `HEAD` request: the response has no body whatever its headers say.
@@ -205,6 +207,7 @@ pub fn parse_request(
         } else {
             !close
         },
+        http10,
         expect_continue,
         is_head: method == "HEAD",
         upgrade,
@@ -265,6 +268,8 @@ pub fn parse_request(
         .chain(&["te", "k-network-probe", "k-proxy-request"])
         .any(|s| name.eq_ignore_ascii_case(s))
             || (to_user && name.eq_ignore_ascii_case("k-original-host"))
+            // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); only one goes on.
+            || (chunked && name.eq_ignore_ascii_case("content-length"))
             || (expect_continue && name.eq_ignore_ascii_case("expect"))
             || (!upgrade && name.eq_ignore_ascii_case("upgrade"));
         if !skip {
@@ -574,6 +579,54 @@ mod tests {
         assert!(
             out.contains("Upgrade: websocket\r\nconnection: upgrade\r\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_wins_over_content_length() {
+        let (h, out) =
+            request("POST / HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(
+            !out.to_ascii_lowercase().contains("content-length"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_activator_edit_names_the_revision() {
+        let edit = Edit::ToRevision {
+            peer_ip: "10.0.0.9",
+            revision: b"hello-00001",
+            namespace: b"default",
+        };
+        let raw = "GET /x HTTP/1.1\r\nHost: hello.default.example.com\r\n\
+                   Knative-Serving-Tag: canary\r\nK-Proxy-Request: spoofed\r\n\r\n";
+        let mut out = Vec::new();
+        let head = parse_request(raw.as_bytes(), Some(&edit), &mut out)
+            .unwrap()
+            .unwrap();
+        let at = |r: Option<Range<usize>>| &raw[r.unwrap()];
+        assert_eq!(at(head.host.clone()), "hello.default.example.com");
+        assert_eq!(at(head.tag.clone()), "canary");
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("GET /x HTTP/1.1\r\nhost: hello.default.example.com\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("k-proxy-request: activator\r\n"), "{out}");
+        assert!(!out.contains("spoofed"), "{out}");
+        assert!(
+            out.contains(
+                "knative-serving-revision: hello-00001\r\nknative-serving-namespace: default\r\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("x-forwarded-proto: http\r\n"), "{out}");
+        assert!(out.contains("x-forwarded-for: 10.0.0.9\r\n"), "{out}");
+        assert!(
+            !out.contains("\nforwarded:"),
+            "only the queue-proxy adds Forwarded: {out}"
         );
     }
 
