@@ -154,8 +154,7 @@ pub fn open_loop(cfg: &OpenLoop) -> Latencies {
                 (pool.clone(), opened.clone(), results.clone(), cfg.clone());
             tasks.spawn_local(async move {
                 let started = Instant::now();
-                let outcome =
-                    tokio::time::timeout_at(end.into(), one(&pool, &opened, &cfg)).await;
+                let outcome = tokio::time::timeout_at(end.into(), one(&pool, &opened, &cfg)).await;
                 let took = started.elapsed();
                 let mut r = results.borrow_mut();
                 r.max_lag = r.max_lag.max(lag);

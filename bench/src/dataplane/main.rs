@@ -99,7 +99,7 @@ fn parse_args() -> Result<Args, String> {
         warmup: Duration::from_secs(1),
         throughput_duration: Duration::from_secs(10),
         rates: vec![500, 2000],
-        rounds: 3,
+        rounds: 4,
         connections: 64,
         out: None,
         only: None,

@@ -198,7 +198,7 @@ pub fn render(
     let _ = writeln!(
         s,
         "Latency: open loop, {} s per path and rate, in {} rounds taken in turn across the paths (each after {} s of warm-up); \
-         each request timed from its intended start to the end of its response; added = the path's percentile minus direct's at the same rate. \
+         each request timed from when the generator starts it (taking or opening a connection) to the end of its response, while the send schedule stays fixed; added = the path's percentile minus direct's at the same rate. \
          Every process, the generator and the upstream share CPU 0, so a proxy's added latency is its own work on the request, not cross-core wake-ups. \
          Throughput: wrk on CPU 0, {} connections, {} s, with the proxy moved alone to CPU 1 (`taskset -a -p -c 1`); \
          per core = requests per second divided by the proxy's CPU time per second.\n",
@@ -243,9 +243,17 @@ pub fn render(
             }
             let _ = writeln!(s, " {errors} |");
         }
+        let lag = results
+            .iter()
+            .flat_map(|r| &r.latency)
+            .filter(|(u, _, _)| *u == upstream)
+            .map(|(_, _, l)| l.max_lag)
+            .max()
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "\nThe direct row shows absolute latency in parentheses.\n"
+            "\nThe direct row shows absolute latency in parentheses. The send schedule ran at most {} µs late in these runs.\n",
+            lag.as_micros()
         );
     }
 
