@@ -283,11 +283,23 @@ fn throughput(args: &Args, running: &Running) -> Result<((Throughput, f64), Stri
 
 /// Open-loop runs at `rate` against every running path, `args.rounds` times in turn so that
 /// drift in the machine falls on every path alike; each path's samples merged.
-fn interleaved(args: &Args, running: &[Running], path: &'static str, rate: u32) -> Vec<Latencies> {
+///
+/// The path under test shares CPU 0 with the generator and the upstream; the others wait on
+/// CPU 1, so their timers and runtimes do not add to its tail.
+fn interleaved(
+    args: &Args,
+    running: &[Running],
+    path: &'static str,
+    rate: u32,
+) -> Result<Vec<Latencies>, String> {
     let mut merged: Vec<Latencies> = running.iter().map(|_| Latencies::default()).collect();
     let per_round = args.duration / args.rounds;
+    for r in running {
+        paths::pin(&r.pids(), PROXY_CPU)?;
+    }
     for _ in 0..args.rounds {
         for (r, into) in running.iter().zip(merged.iter_mut()) {
+            paths::pin(&r.pids(), LOAD_CPU)?;
             let l = load::open_loop(&OpenLoop {
                 target: r.target,
                 host: r.host.clone(),
@@ -301,6 +313,7 @@ fn interleaved(args: &Args, running: &[Running], path: &'static str, rate: u32) 
             into.unfinished += l.unfinished;
             into.connections += l.connections;
             into.max_lag = into.max_lag.max(l.max_lag);
+            paths::pin(&r.pids(), PROXY_CPU)?;
         }
     }
     for (r, l) in running.iter().zip(merged.iter_mut()) {
@@ -313,7 +326,7 @@ fn interleaved(args: &Args, running: &[Running], path: &'static str, rate: u32) 
             l.errors
         );
     }
-    merged
+    Ok(merged)
 }
 
 /// Runs every measurement; the report, and how many requests failed in all.
@@ -358,11 +371,15 @@ fn run(args: &Args) -> Result<(String, u64), String> {
     let sampler = RssSampler::start(running.iter().map(Running::pids).collect());
     for (upstream, path) in [(Upstream::Fast, "/"), (Upstream::Slow, upstream::SLOW_PATH)] {
         for &rate in &args.rates {
-            let merged = interleaved(args, &running, path, rate);
+            let merged = interleaved(args, &running, path, rate)?;
             for (result, l) in results.iter_mut().zip(merged) {
                 result.latency.push((upstream, rate, l));
             }
         }
+    }
+    // Throughput: the proxy under test alone on CPU 1, the idle ones back with the load.
+    for r in &running {
+        paths::pin(&r.pids(), LOAD_CPU)?;
     }
     let mut commands = Vec::new();
     for (r, result) in running.iter().zip(results.iter_mut()) {
@@ -435,7 +452,10 @@ fn measure_routes(
                 .unwrap_or(0)
         })
         .collect();
-    let latencies = interleaved(args, &running, "/", rate);
+    let latencies = interleaved(args, &running, "/", rate)?;
+    for r in &running {
+        paths::pin(&r.pids(), LOAD_CPU)?;
+    }
     let mut out = Vec::new();
     for (((routes, r), latency), activator_rss_kib) in sizes
         .into_iter()

@@ -199,7 +199,7 @@ pub fn render(
         s,
         "Latency: open loop, {} s per path and rate, in {} rounds taken in turn across the paths (each after {} s of warm-up); \
          each request timed from when the generator starts it (taking or opening a connection) to the end of its response, while the send schedule stays fixed; added = the path's percentile minus direct's at the same rate. \
-         Every process, the generator and the upstream share CPU 0, so a proxy's added latency is its own work on the request, not cross-core wake-ups. \
+         The path under test shares CPU 0 with the generator and the upstream (the idle paths wait on CPU 1), so a proxy's added latency is its own work on the request, not cross-core wake-ups. \
          Throughput: wrk on CPU 0, {} connections, {} s, with the proxy moved alone to CPU 1 (`taskset -a -p -c 1`); \
          per core = requests per second divided by the proxy's CPU time per second.\n",
         args.duration.as_secs(),
