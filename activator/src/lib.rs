@@ -15,12 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Buf, BytesMut};
 use sluice_platform::RevisionKey;
 use sluice_queue_proxy::h1::{self, Framing, RequestHead};
-use sluice_queue_proxy::relay::{self, Pool, ReadError, SendError};
+use sluice_queue_proxy::relay::{self, Deadlines, Downstream, Failure, Pool};
 use sluice_queue_proxy::terminate_signal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -171,128 +169,71 @@ enum Failed {
 /// is idle.
 async fn serve_connection(
     state: Arc<State>,
-    mut client: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    mut closing: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) {
     let peer_ip = peer.ip().to_string();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let (mut head, mut resp_head) = (Vec::with_capacity(1024), Vec::with_capacity(1024));
-    loop {
-        let req = loop {
-            if !buf.is_empty() {
-                match h1::parse_request(&buf, None, &mut head) {
-                    Ok(Some(req)) => break req,
-                    Ok(None) => {}
-                    Err(error) => {
-                        let status = match error {
-                            h1::HeadError::TooLarge => 431,
-                            h1::HeadError::Malformed(_) => 400,
-                        };
-                        relay::text_response(&mut resp_head, status, &error.to_string(), true);
-                        let _ = client.write_all(&resp_head).await;
-                        return;
-                    }
-                }
-            }
-            buf.reserve(relay::READ_CHUNK);
-            let read = if buf.is_empty() {
-                tokio::select! {
-                    r = client.read_buf(&mut buf) => r,
-                    _ = closing.wait_for(|down| *down) => return,
-                }
-            } else {
-                client.read_buf(&mut buf).await
-            };
-            if !matches!(read, Ok(n) if n > 0) {
-                return;
-            }
-        };
-        let outcome = exchange(
-            &state,
-            &mut client,
-            &mut buf,
-            &peer_ip,
-            &mut head,
-            &mut resp_head,
-            &req,
-        )
-        .await;
-        let keep = match outcome {
-            Ok(keep) => keep,
-            Err(Failed::Answer(status, body)) => {
-                // The request body may be unread: keep the connection only if there was none.
-                let keep = req.keep_alive && req.framing == Framing::Empty;
-                relay::text_response(&mut resp_head, status, &body, !keep);
-                client.write_all(&resp_head).await.is_ok() && keep
-            }
+    let mut down = Downstream::new(stream, closing);
+    while let Some(req) = down.next_request(None).await {
+        let keep = match exchange(&state, &mut down, &peer_ip, &req).await {
+            Ok(keep) => keep && !down.is_closing(),
+            Err(Failed::Answer(status, body)) => down.answer(&req, status, &body).await,
             Err(Failed::Close) => false,
         };
-        if !keep || *closing.borrow() {
+        if !keep {
             return;
         }
     }
 }
 
-/// One request: route it by host, take a replica slot (holding the request while there is
-/// none), and relay the exchange to that replica's queue-proxy. `Ok(keep)` says whether the
-/// client connection can carry another request. `buf` starts with the request's head.
-async fn exchange(
-    state: &State,
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
-    peer_ip: &str,
-    head: &mut Vec<u8>,
-    resp_head: &mut Vec<u8>,
-    req: &RequestHead,
-) -> Result<bool, Failed> {
-    let text_of = |range: &Option<std::ops::Range<usize>>| {
+/// Chooses the revision for a request from its host (and `Knative-Serving-Tag`).
+fn route(state: &State, down: &Downstream, req: &RequestHead) -> Result<Arc<Revision>, Failed> {
+    let text = |range: &Option<std::ops::Range<usize>>| {
         range
             .clone()
-            .and_then(|r| std::str::from_utf8(&buf[r]).ok())
-            .map(str::to_owned)
+            .and_then(|r| std::str::from_utf8(&down.buf[r]).ok())
     };
-    if req.probe.as_deref() == Some(b"activator") {
-        buf.advance(req.len);
-        relay::text_response(resp_head, 200, "activator", !req.keep_alive);
-        client
-            .write_all(resp_head)
-            .await
-            .map_err(|_| Failed::Close)?;
-        return Ok(req.keep_alive && req.framing == Framing::Empty);
-    }
-    let raw_host = text_of(&req.host).unwrap_or_default();
-    let host = normalize_host(&raw_host);
-    let tag = text_of(&req.tag);
+    let host = normalize_host(text(&req.host).unwrap_or_default());
     let table = state.routes.table();
     let Some(route) = table.host(&host) else {
-        buf.advance(req.len);
         return Err(Failed::Answer(
             404,
             format!("no service serves host {host:?}\n"),
         ));
     };
-    let tagged = tag.as_deref().and_then(|tag| route.tagged(tag));
-    let Some(rev) = tagged.or_else(|| route.choose()).cloned() else {
-        buf.advance(req.len);
-        return Err(Failed::Answer(
+    let tagged = text(&req.tag).and_then(|tag| route.tagged(tag));
+    tagged.or_else(|| route.choose()).cloned().ok_or_else(|| {
+        Failed::Answer(
             503,
             format!(
                 "route {} has no ready revision to send {host:?} to\n",
                 route.route
             ),
-        ));
-    };
-    drop(table);
+        )
+    })
+}
+
+/// One request: route it by host, take a replica slot (holding the request while there is
+/// none), and relay the exchange to that replica's queue-proxy. `Ok(keep)` says whether the
+/// client connection can carry another request.
+async fn exchange(
+    state: &State,
+    down: &mut Downstream,
+    peer_ip: &str,
+    req: &RequestHead,
+) -> Result<bool, Failed> {
+    if req.probe.as_deref() == Some(b"activator") {
+        return Err(Failed::Answer(200, "activator".into()));
+    }
+    let rev = route(state, down, req)?;
     let started = Instant::now();
     let deadline = started + rev.timeout;
     let key = rev.key.clone();
-    let acquired = acquire(state, rev, deadline).await;
-    let (rev, mut addr, mut load) = match acquired {
-        Ok(acquired) => acquired,
-        Err(why) => {
-            buf.advance(req.len);
-            let why = match why {
+    let (rev, mut addr, mut load) = acquire(state, rev, deadline).await.map_err(|why| {
+        Failed::Answer(
+            503,
+            match why {
                 Refused::QueueFull(depth) => format!(
                     "revision {key} is overloaded: {depth} requests are already waiting for a replica\n"
                 ),
@@ -303,132 +244,58 @@ async fn exchange(
                 Refused::Unrouted => {
                     format!("revision {key} stopped receiving traffic while the request waited\n")
                 }
-            };
-            return Err(Failed::Answer(503, why));
-        }
-    };
+            },
+        )
+    })?;
     // The head for the queue-proxy, written now that the revision is known.
-    let edit = h1::Edit::ToRevision {
+    down.rewrite_head(&h1::Edit::ToRevision {
         peer_ip,
         revision: rev.headers.0.as_bytes(),
         namespace: rev.headers.1.as_bytes(),
-    };
-    let _ = h1::parse_request(buf, Some(&edit), head);
-    buf.advance(req.len);
-    if req.expect_continue {
-        client
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .map_err(|_| Failed::Close)?;
-    }
+    });
+    down.consume_head();
 
     // A bodiless request goes to another replica when no connection can be made (nothing of
-    // it was sent), or again on a new connection when a pooled one turns out closed.
-    let bodiless = req.framing == Framing::Empty;
+    // it was sent).
     let mut tried = Vec::new();
-    let refused = |key: &sluice_platform::RevisionKey, error: &dyn std::fmt::Display| {
-        Failed::Answer(502, format!("error reaching revision {key}: {error}\n"))
-    };
-    let mut up = loop {
+    let up = loop {
         match state.pool.take(addr).await {
             Ok(up) => break up,
             Err(error) => {
                 tried.push(addr);
                 let next = rev
                     .pick_excluding(&tried)
-                    .filter(|_| bodiless && tried.len() <= CONNECT_RETRIES);
+                    .filter(|_| req.framing == Framing::Empty && tried.len() <= CONNECT_RETRIES);
                 let Some(next) = next else {
                     tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");
-                    return Err(refused(&key, &error));
+                    return Err(Failed::Answer(
+                        502,
+                        format!("error reaching revision {key}: {error}\n"),
+                    ));
                 };
                 tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
                 (addr, load) = next;
             }
         }
     };
-    let mut resp = loop {
-        let sent = tokio::time::timeout_at(
-            deadline,
-            relay::send_request(&mut up, client, buf, head, req),
-        )
-        .await
-        .unwrap_or(Err(SendError::Client));
-        let outcome = match sent {
-            Ok(()) => relay::read_response_head(&mut up, req, resp_head, deadline).await,
-            Err(SendError::Client) => return Err(Failed::Close),
-            Err(SendError::Upstream) => Err(ReadError::Upstream),
-        };
-        match outcome {
-            Ok(resp) => break resp,
-            Err(ReadError::Timeout) => return Err(Failed::Answer(504, "request timeout".into())),
-            Err(ReadError::Upstream) if up.reused && bodiless => {
-                up = Pool::connect(addr).await.map_err(|e| refused(&key, &e))?;
-            }
-            Err(ReadError::Upstream) => {
-                tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection.");
-                return Err(refused(&key, &"connection closed"));
-            }
-        }
+    let deadlines = Deadlines {
+        head: deadline,
+        end: deadline,
+        idle: None,
     };
-
-    // Informational answers go to the client as they come; 101 hands both sockets over.
-    loop {
-        if resp.status == 101 && req.upgrade {
-            resp_head.extend_from_slice(b"\r\n");
-            client
-                .write_all(resp_head)
-                .await
-                .map_err(|_| Failed::Close)?;
-            let pending = up.buf.split();
-            client
-                .write_all(&pending)
-                .await
-                .map_err(|_| Failed::Close)?;
-            if !buf.is_empty() {
-                let early = buf.split();
-                up.stream
-                    .write_all(&early)
-                    .await
-                    .map_err(|_| Failed::Close)?;
-            }
-            let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
-            return Ok(false);
-        }
-        if !(100..200).contains(&resp.status) {
-            break;
-        }
-        resp_head.extend_from_slice(b"\r\n");
-        client
-            .write_all(resp_head)
-            .await
-            .map_err(|_| Failed::Close)?;
-        resp = relay::read_response_head(&mut up, req, resp_head, deadline)
-            .await
-            .map_err(|_| Failed::Close)?;
-    }
-    let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
-    if !keep_client {
-        resp_head.extend_from_slice(b"connection: close\r\n");
-    } else if req.http10 {
-        resp_head.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    resp_head.extend_from_slice(b"\r\n");
-    let done = tokio::time::timeout_at(
-        deadline,
-        relay::send_body(resp.framing, &mut up, client, resp_head, None),
-    )
-    .await;
+    let relayed = relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
     drop(load);
-    match done {
-        Ok(Ok(())) => {
-            if resp.keep_alive && resp.framing != Framing::UntilClose {
-                state.pool.put_back(addr, up);
-            }
-            Ok(keep_client)
+    relayed.map_err(|failure| match failure {
+        Failure::Timeout => Failed::Answer(504, "request timeout".into()),
+        Failure::Upstream => {
+            tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection.");
+            Failed::Answer(
+                502,
+                format!("error reaching revision {key}: connection closed\n"),
+            )
         }
-        // Cut mid-body: the status line has gone out, so closing is the only signal left.
-        _ => Err(Failed::Close),
-    }
+        Failure::Close => Failed::Close,
+    })
 }
 
 /// How many other replicas a bodiless request tries when a connection cannot be made.

@@ -301,3 +301,225 @@ pub async fn send_body(
         }
     }
 }
+
+/// A client connection being served: its socket, the bytes read from it, and the buffers
+/// reused for heads across its requests.
+pub struct Downstream {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read and not yet used; starts with the current request's head until
+    /// [`Downstream::consume_head`].
+    pub buf: BytesMut,
+    /// The current request's head as the next hop gets it.
+    pub head: Vec<u8>,
+    resp_head: Vec<u8>,
+    /// Length of the current request's head while it is still at the start of `buf`.
+    unconsumed: usize,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Downstream {
+    /// Serves `stream` until `closing` turns true while it is idle.
+    pub fn new(stream: TcpStream, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+            head: Vec::with_capacity(1024),
+            resp_head: Vec::with_capacity(1024),
+            unconsumed: 0,
+            closing,
+        }
+    }
+
+    /// The next request's head, parsed at the start of `buf` (and, with `edit`, rewritten
+    /// into `head`). `None` when the connection is done: closed, shutting down while idle, or
+    /// a malformed head (answered 400 or 431).
+    pub async fn next_request(&mut self, edit: Option<&h1::Edit<'_>>) -> Option<RequestHead> {
+        loop {
+            if !self.buf.is_empty() {
+                match h1::parse_request(&self.buf, edit, &mut self.head) {
+                    Ok(Some(req)) => {
+                        self.unconsumed = req.len;
+                        return Some(req);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        let status = match error {
+                            h1::HeadError::TooLarge => 431,
+                            h1::HeadError::Malformed(_) => 400,
+                        };
+                        text_response(&mut self.resp_head, status, &error.to_string(), true);
+                        let _ = self.stream.write_all(&self.resp_head).await;
+                        return None;
+                    }
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            let read = if self.buf.is_empty() {
+                tokio::select! {
+                    r = self.stream.read_buf(&mut self.buf) => r,
+                    _ = self.closing.wait_for(|down| *down) => return None,
+                }
+            } else {
+                self.stream.read_buf(&mut self.buf).await
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return None;
+            }
+        }
+    }
+
+    /// Rewrites the current request's head (still at the start of `buf`) into `head`.
+    pub fn rewrite_head(&mut self, edit: &h1::Edit<'_>) {
+        if self.unconsumed > 0 {
+            let _ = h1::parse_request(&self.buf, Some(edit), &mut self.head);
+        }
+    }
+
+    /// Drops the current request's head from `buf`, leaving its body (once).
+    pub fn consume_head(&mut self) {
+        self.buf.advance(std::mem::take(&mut self.unconsumed));
+    }
+
+    /// Answers the current request with `status` and `body` when nothing of a response has
+    /// been written; whether the connection can carry another request (not when the request
+    /// had a body, which may be unread).
+    pub async fn answer(&mut self, req: &RequestHead, status: u16, body: &str) -> bool {
+        self.consume_head();
+        let keep = req.keep_alive && req.framing == Framing::Empty && !self.is_closing();
+        text_response(&mut self.resp_head, status, body, !keep);
+        self.stream.write_all(&self.resp_head).await.is_ok() && keep
+    }
+
+    /// Whether the proxy is shutting down.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+}
+
+/// Why a relayed exchange stopped early.
+pub enum Failure {
+    /// No response head came in time; nothing has been written to the client.
+    Timeout,
+    /// The upstream closed or answered something that is not HTTP before a response head;
+    /// nothing has been written to the client.
+    Upstream,
+    /// The client connection cannot be used any more.
+    Close,
+}
+
+/// When a relayed exchange gives up.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// The response head must have come by then.
+    pub head: Instant,
+    /// The whole exchange must be over by then; a body still streaming is cut.
+    pub end: Instant,
+    /// The longest silence while a response body streams.
+    pub idle: Option<std::time::Duration>,
+}
+
+/// Relays the current request of `down` (head in `down.head`, already consumed from
+/// `down.buf`) over `up`, a connection to `addr`, and streams the response back: 100-continue
+/// answered first, informational responses forwarded, upgrades handed over to a two-way copy.
+/// A bodiless request whose pooled connection turns out closed goes again on a new one. On a
+/// clean end the connection goes back to `pool`. `Ok(keep)` says whether the client connection
+/// can carry another request.
+pub async fn exchange(
+    pool: &Pool,
+    addr: SocketAddr,
+    mut up: Conn,
+    down: &mut Downstream,
+    req: &RequestHead,
+    deadlines: Deadlines,
+) -> Result<bool, Failure> {
+    let client = &mut down.stream;
+    let resp_head = &mut down.resp_head;
+    if req.expect_continue {
+        client
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|_| Failure::Close)?;
+    }
+    let mut resp = loop {
+        let sent = tokio::time::timeout_at(
+            deadlines.end,
+            send_request(&mut up, client, &mut down.buf, &down.head, req),
+        )
+        .await
+        .unwrap_or(Err(SendError::Client));
+        let outcome = match sent {
+            Ok(()) => read_response_head(&mut up, req, resp_head, deadlines.head).await,
+            Err(SendError::Client) => return Err(Failure::Close),
+            Err(SendError::Upstream) => Err(ReadError::Upstream),
+        };
+        match outcome {
+            Ok(resp) => break resp,
+            Err(ReadError::Timeout) => return Err(Failure::Timeout),
+            Err(ReadError::Upstream) if up.reused && req.framing == Framing::Empty => {
+                up = Pool::connect(addr).await.map_err(|_| Failure::Upstream)?;
+            }
+            Err(ReadError::Upstream) => return Err(Failure::Upstream),
+        }
+    };
+
+    // Informational answers go to the client as they come; 101 hands both sockets over.
+    loop {
+        if resp.status == 101 && req.upgrade {
+            resp_head.extend_from_slice(b"\r\n");
+            client
+                .write_all(resp_head)
+                .await
+                .map_err(|_| Failure::Close)?;
+            let pending = up.buf.split();
+            client
+                .write_all(&pending)
+                .await
+                .map_err(|_| Failure::Close)?;
+            if !down.buf.is_empty() {
+                let early = down.buf.split();
+                up.stream
+                    .write_all(&early)
+                    .await
+                    .map_err(|_| Failure::Close)?;
+            }
+            let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
+            return Ok(false);
+        }
+        if !(100..200).contains(&resp.status) {
+            break;
+        }
+        resp_head.extend_from_slice(b"\r\n");
+        client
+            .write_all(resp_head)
+            .await
+            .map_err(|_| Failure::Close)?;
+        resp = read_response_head(&mut up, req, resp_head, deadlines.head)
+            .await
+            .map_err(|_| Failure::Close)?;
+    }
+
+    let keep_client = req.keep_alive && resp.framing != Framing::UntilClose;
+    if !keep_client {
+        resp_head.extend_from_slice(b"connection: close\r\n");
+    } else if req.http10 {
+        resp_head.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    resp_head.extend_from_slice(b"\r\n");
+    let done = tokio::time::timeout_at(
+        deadlines.end,
+        send_body(resp.framing, &mut up, client, resp_head, deadlines.idle),
+    )
+    .await;
+    match done {
+        Ok(Ok(())) => {
+            if resp.keep_alive && resp.framing != Framing::UntilClose {
+                pool.put_back(addr, up);
+            }
+            Ok(keep_client)
+        }
+        // Cut mid-body (the deadline or the idle timeout passed, or either side failed): the
+        // status line has gone out, so the only signal left is closing the connection.
+        _ => Err(Failure::Close),
+    }
+}

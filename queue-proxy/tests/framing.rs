@@ -241,3 +241,29 @@ async fn malformed_requests_get_400_and_a_closed_connection() {
     assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
     assert!(all.contains("conflicting content-length"), "{all}");
 }
+
+#[tokio::test]
+async fn answers_the_proxy_makes_itself_keep_pipelined_requests_in_order() {
+    // A user port with nothing listening: every request gets the proxy's own 502.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let qp = queue_proxy(closed).await;
+    let mut stream = TcpStream::connect(qp).await.unwrap();
+    stream
+        .write_all(
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nK-Network-Probe: queue\r\n\r\n\
+              GET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut all = String::new();
+    stream.read_to_string(&mut all).await.unwrap();
+    let statuses: Vec<&str> = all
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &all[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["502", "503", "502"], "{all}");
+}
