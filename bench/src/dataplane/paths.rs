@@ -112,6 +112,15 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // nginx's workers are the master's children and outlive a killed master.
+        for pid in children(self.child.id()) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
