@@ -229,7 +229,9 @@ async fn exchange(
     let rev = route(state, down, req)?;
     let started = Instant::now();
     let deadline = started + rev.timeout;
-    let key = rev.key.clone();
+    // For messages: the revision asked for (an `Arc` clone; its key is not copied).
+    let requested = Arc::clone(&rev);
+    let key = &requested.key;
     let (rev, mut addr, mut load) = acquire(state, rev, deadline).await.map_err(|why| {
         Failed::Answer(
             503,

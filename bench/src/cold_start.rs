@@ -14,11 +14,24 @@
 //! target/release/cold-start --sluice target/release/sluice --trials 20
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use net::free_port;
+
+#[path = "net.rs"]
+mod net;
+
+/// One GET with `Host: host` to the loopback `port`, waiting up to 30 s (a cold start).
+fn get(port: u16, host: &str) -> Option<u16> {
+    net::get(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        host,
+        Duration::from_secs(30),
+    )
+}
 
 struct Args {
     sluice: PathBuf,
@@ -54,24 +67,6 @@ fn args() -> Result<Args, String> {
     }
     out.sluice = out.sluice.canonicalize().map_err(|e| e.to_string())?;
     Ok(out)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// One GET with `Host: host`; the status, or `None` when nothing answered.
-fn get(port: u16, host: &str) -> Option<u16> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -6,19 +6,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::State;
 use crate::breaker::QueueFull;
-use crate::h1::{Edit, Framing, RequestHead};
-use crate::relay::{self, Deadlines, Downstream, Failure, text_response};
+use crate::h1::{Edit, RequestHead};
+use crate::relay::{self, Deadlines, Downstream, Failure};
 
-/// Why an exchange stopped early.
+/// Why an exchange did not relay the request.
 enum Failed {
-    /// Nothing has been written to the client yet: answer with this status and text.
+    /// Nothing has been written to the client yet: answer with this status and text (also
+    /// how probes are answered).
     Answer(u16, &'static str),
     /// The client connection cannot be used any more.
     Close,
@@ -57,13 +57,7 @@ pub(crate) async fn serve(
 async fn exchange(state: &State, down: &mut Downstream, req: &RequestHead) -> Result<bool, Failed> {
     if let Some(value) = &req.probe {
         let (status, body) = state.probe(value).await;
-        let mut resp = Vec::new();
-        text_response(&mut resp, status, body, !req.keep_alive);
-        down.stream
-            .write_all(&resp)
-            .await
-            .map_err(|_| Failed::Close)?;
-        return Ok(req.keep_alive && req.framing == Framing::Empty);
+        return Err(Failed::Answer(status, body));
     }
     state.touch();
     let _in_flight = state.stats.begin();

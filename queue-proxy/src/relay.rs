@@ -1,6 +1,7 @@
-//! The pieces of HTTP/1.1 relaying that the queue-proxy and the activator share: keep-alive
-//! connections pooled per address, writing a request with its body, reading a response head,
-//! and streaming a response body, all in the calling task. Bodies pass through unchanged.
+//! The HTTP/1.1 relaying that the queue-proxy and the activator share: reading request heads
+//! from a client connection ([`Downstream`]), keep-alive connections pooled per address
+//! ([`Pool`]), and one exchange ([`exchange`]): request and body out, response head and body
+//! back, all in the calling task. Bodies pass through unchanged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,14 +26,27 @@ pub struct Conn {
     /// Whether it came from the pool (so the upstream may have closed it while idle), until
     /// the upstream answers on it.
     pub reused: bool,
+    /// When it went back to the pool.
+    idle_since: std::time::Instant,
 }
+
+/// How long a connection may sit idle in the pool (hyper's client default).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// At most this often, when a connection comes back, the pool drops the connections idle past
+/// [`IDLE_TIMEOUT`] and the stacks of addresses no longer used (replicas that went away).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Idle keep-alive connections, a stack per address: a request takes the most recently used
 /// one (or connects), and gives it back when the exchange ended cleanly with both sides
 /// keeping it.
 pub struct Pool {
     max_idle: usize,
-    idle: Mutex<HashMap<SocketAddr, Vec<Conn>>>,
+    idle: Mutex<Idle>,
+}
+
+struct Idle {
+    by_addr: HashMap<SocketAddr, Vec<Conn>>,
+    swept: std::time::Instant,
 }
 
 impl Pool {
@@ -40,7 +54,10 @@ impl Pool {
     pub fn new(max_idle: usize) -> Self {
         Self {
             max_idle,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idle {
+                by_addr: HashMap::new(),
+                swept: std::time::Instant::now(),
+            }),
         }
     }
 
@@ -52,6 +69,7 @@ impl Pool {
                 .idle
                 .lock()
                 .expect("pool lock")
+                .by_addr
                 .get_mut(&addr)
                 .and_then(Vec::pop);
             let Some(conn) = popped else {
@@ -80,16 +98,26 @@ impl Pool {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
             reused: false,
+            idle_since: std::time::Instant::now(),
         })
     }
 
     /// Returns a connection to `addr` whose last exchange ended cleanly.
-    pub fn put_back(&self, addr: SocketAddr, conn: Conn) {
+    pub fn put_back(&self, addr: SocketAddr, mut conn: Conn) {
         if !conn.buf.is_empty() {
             return;
         }
+        let now = std::time::Instant::now();
+        conn.idle_since = now;
         let mut idle = self.idle.lock().expect("pool lock");
-        let stack = idle.entry(addr).or_default();
+        if now.duration_since(idle.swept) >= SWEEP_EVERY {
+            idle.swept = now;
+            idle.by_addr.retain(|_, stack| {
+                stack.retain(|c| now.duration_since(c.idle_since) < IDLE_TIMEOUT);
+                !stack.is_empty()
+            });
+        }
+        let stack = idle.by_addr.entry(addr).or_default();
         if stack.len() < self.max_idle {
             stack.push(conn);
         }
@@ -113,6 +141,71 @@ pub fn text_response(out: &mut Vec<u8>, status: u16, body: &str, close: bool) {
     );
 }
 
+/// Which side of a body copy failed.
+enum Side {
+    /// Reading, or the bytes read were not a valid body.
+    From,
+    /// Writing.
+    To,
+}
+
+/// Writes `head` to `to`, then the body delimited by `framing` from `from` (bytes already read
+/// in `from_buf` first, in the same write as the head). Bytes past the body stay in
+/// `from_buf`. Each read waits at most `idle`, when set.
+async fn copy_body(
+    framing: Framing,
+    from: &mut TcpStream,
+    from_buf: &mut BytesMut,
+    to: &mut TcpStream,
+    head: &mut Vec<u8>,
+    idle: Option<std::time::Duration>,
+) -> Result<(), Side> {
+    // How many bytes at the start of `from_buf` belong to the body, and whether it is over.
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunks = ChunkedEnd::default();
+    let mut take = |buf: &[u8]| -> Result<(usize, bool), Side> {
+        Ok(match framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                left -= n as u64;
+                (n, left == 0)
+            }
+            Framing::Chunked => {
+                let n = chunks.scan(buf).map_err(|_| Side::From)?;
+                (n, chunks.is_done())
+            }
+            Framing::UntilClose => (buf.len(), false),
+        })
+    };
+    let (n, mut done) = take(from_buf)?;
+    head.extend_from_slice(&from_buf[..n]);
+    from_buf.advance(n);
+    to.write_all(head).await.map_err(|_| Side::To)?;
+    while !done {
+        from_buf.reserve(READ_CHUNK);
+        let read = match idle {
+            None => from.read_buf(from_buf).await,
+            Some(idle) => tokio::time::timeout(idle, from.read_buf(from_buf))
+                .await
+                .unwrap_or(Err(std::io::ErrorKind::TimedOut.into())),
+        };
+        match read {
+            Ok(0) if framing == Framing::UntilClose => return Ok(()),
+            Ok(0) | Err(_) => return Err(Side::From),
+            Ok(_) => {}
+        }
+        let (n, over) = take(from_buf)?;
+        to.write_all(&from_buf[..n]).await.map_err(|_| Side::To)?;
+        from_buf.advance(n);
+        done = over;
+    }
+    Ok(())
+}
+
 /// Why a request could not be sent.
 pub enum SendError {
     /// The client went away or sent a malformed body.
@@ -121,72 +214,21 @@ pub enum SendError {
     Upstream,
 }
 
-/// Writes the head and streams the request body; small bodies already read go in the same
-/// write as the head.
+/// Writes the head and streams the request body; a body already read goes in the same write
+/// as the head (which `head` then holds too).
 pub async fn send_request(
     up: &mut Conn,
     client: &mut TcpStream,
     buf: &mut BytesMut,
-    head: &[u8],
+    head: &mut Vec<u8>,
     req: &RequestHead,
 ) -> Result<(), SendError> {
-    match req.framing {
-        Framing::Empty | Framing::UntilClose => up
-            .stream
-            .write_all(head)
-            .await
-            .map_err(|_| SendError::Upstream),
-        Framing::Length(n) => {
-            let mut left = n;
-            let first = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let mut joined = Vec::with_capacity(head.len() + first);
-            joined.extend_from_slice(head);
-            joined.extend_from_slice(&buf[..first]);
-            buf.advance(first);
-            left -= first as u64;
-            up.stream
-                .write_all(&joined)
-                .await
-                .map_err(|_| SendError::Upstream)?;
-            while left > 0 {
-                buf.reserve(READ_CHUNK);
-                let read = client.read_buf(buf).await.map_err(|_| SendError::Client)?;
-                if read == 0 {
-                    return Err(SendError::Client);
-                }
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                up.stream
-                    .write_all(&buf[..take])
-                    .await
-                    .map_err(|_| SendError::Upstream)?;
-                buf.advance(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            up.stream
-                .write_all(head)
-                .await
-                .map_err(|_| SendError::Upstream)?;
-            let mut end = ChunkedEnd::default();
-            loop {
-                let take = end.scan(buf).map_err(|_| SendError::Client)?;
-                up.stream
-                    .write_all(&buf[..take])
-                    .await
-                    .map_err(|_| SendError::Upstream)?;
-                buf.advance(take);
-                if end.is_done() {
-                    return Ok(());
-                }
-                buf.reserve(READ_CHUNK);
-                if client.read_buf(buf).await.map_err(|_| SendError::Client)? == 0 {
-                    return Err(SendError::Client);
-                }
-            }
-        }
-    }
+    copy_body(req.framing, client, buf, &mut up.stream, head, None)
+        .await
+        .map_err(|side| match side {
+            Side::From => SendError::Client,
+            Side::To => SendError::Upstream,
+        })
 }
 
 /// Why no response head came.
@@ -232,74 +274,10 @@ pub async fn send_body(
     client: &mut TcpStream,
     head: &mut Vec<u8>,
     idle: Option<std::time::Duration>,
-) -> std::io::Result<()> {
-    let closed = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-    let read_more = async |up: &mut Conn| -> std::io::Result<usize> {
-        up.buf.reserve(READ_CHUNK);
-        match idle {
-            None => up.stream.read_buf(&mut up.buf).await,
-            Some(idle) => tokio::time::timeout(idle, up.stream.read_buf(&mut up.buf))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
-        }
-    };
-    match framing {
-        Framing::Empty => client.write_all(head).await,
-        Framing::Length(n) => {
-            let mut left = n;
-            let first = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(up.buf.len());
-            head.extend_from_slice(&up.buf[..first]);
-            up.buf.advance(first);
-            left -= first as u64;
-            client.write_all(head).await?;
-            while left > 0 {
-                if read_more(up).await? == 0 {
-                    return Err(closed());
-                }
-                let take = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(up.buf.len());
-                client.write_all(&up.buf[..take]).await?;
-                up.buf.advance(take);
-                left -= take as u64;
-            }
-            Ok(())
-        }
-        Framing::Chunked => {
-            let mut end = ChunkedEnd::default();
-            let first = end
-                .scan(&up.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            head.extend_from_slice(&up.buf[..first]);
-            up.buf.advance(first);
-            client.write_all(head).await?;
-            while !end.is_done() {
-                if read_more(up).await? == 0 {
-                    return Err(closed());
-                }
-                let take = end
-                    .scan(&up.buf)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                client.write_all(&up.buf[..take]).await?;
-                up.buf.advance(take);
-            }
-            Ok(())
-        }
-        Framing::UntilClose => {
-            head.extend_from_slice(&up.buf);
-            up.buf.clear();
-            client.write_all(head).await?;
-            loop {
-                if read_more(up).await? == 0 {
-                    return Ok(());
-                }
-                client.write_all(&up.buf).await?;
-                up.buf.clear();
-            }
-        }
-    }
+) -> Result<(), ()> {
+    copy_body(framing, &mut up.stream, &mut up.buf, client, head, idle)
+        .await
+        .map_err(|_| ())
 }
 
 /// A client connection being served: its socket, the bytes read from it, and the buffers
@@ -444,7 +422,7 @@ pub async fn exchange(
     let mut resp = loop {
         let sent = tokio::time::timeout_at(
             deadlines.end,
-            send_request(&mut up, client, &mut down.buf, &down.head, req),
+            send_request(&mut up, client, &mut down.buf, &mut down.head, req),
         )
         .await
         .unwrap_or(Err(SendError::Client));

@@ -15,6 +15,8 @@
 //! load is bounded in time.
 
 mod load;
+#[path = "../net.rs"]
+mod net;
 mod paths;
 mod report;
 mod upstream;
@@ -332,7 +334,7 @@ fn interleaved(
 /// Runs every measurement; the report, and how many requests failed in all.
 fn run(args: &Args) -> Result<(String, u64), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let port = paths::free_port();
+    let port = net::free_port();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut upstream = Command::new("taskset")
         .args(["-c", &LOAD_CPU.to_string()])

@@ -5,8 +5,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +20,8 @@ use hyper::body::{Body, Frame};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sluice_platform::RevisionKey;
+
+use crate::net::{free_port, get};
 use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
 
 /// The core a proxy has to itself during its throughput run.
@@ -153,14 +154,6 @@ impl Running {
     }
 }
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
@@ -184,22 +177,11 @@ fn shown(env: &[(&str, String)], program: &str, args: &[&str]) -> String {
     s
 }
 
-/// One GET; the status, or `None` when nothing answered.
-pub fn get(target: SocketAddr, host: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()
-}
-
 /// Waits (at most 20 s) until `target` answers 200 for `host`.
 fn await_ok(running: &mut Running) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if get(running.target, &running.host) == Some(200) {
+        if get(running.target, &running.host, Duration::from_secs(5)) == Some(200) {
             return Ok(());
         }
         for (_, p) in &mut running.procs {
