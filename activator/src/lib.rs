@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sluice_platform::RevisionKey;
-use sluice_queue_proxy::h1::{self, Framing, RequestHead};
-use sluice_queue_proxy::relay::{self, Deadlines, Downstream, Failure, Pool};
-use sluice_queue_proxy::terminate_signal;
+use sluice_relay::{Deadlines, Downstream, Edit, Failure, Limits, Pool, RequestHead};
+use sluice_runtime::accept::Acceptor;
+use sluice_runtime::env::{EnvError, ProcessEnv, parse_or};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -64,6 +64,8 @@ pub struct Options {
     /// Where to send a revision's key the moment a request is held for it with no replica
     /// ready (the autoscaler's poke).
     pub pokes: Option<mpsc::UnboundedSender<RevisionKey>>,
+    /// The relay's limits on client connections.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
         Self {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             pokes: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -174,7 +177,7 @@ async fn serve_connection(
     closing: watch::Receiver<bool>,
 ) {
     let peer_ip = peer.ip().to_string();
-    let mut down = Downstream::new(stream, closing);
+    let mut down = Downstream::new(stream, closing, state.options.limits);
     while let Some(req) = down.next_request(None).await {
         let keep = match exchange(&state, &mut down, &peer_ip, &req).await {
             Ok(keep) => keep && !down.is_closing(),
@@ -223,10 +226,19 @@ async fn exchange(
     peer_ip: &str,
     req: &RequestHead,
 ) -> Result<bool, Failed> {
-    if req.probe.as_deref() == Some(b"activator") {
+    if req
+        .probe
+        .clone()
+        .is_some_and(|at| down.buf[at] == *b"activator")
+    {
         return Err(Failed::Answer(200, "activator".into()));
     }
     let rev = route(state, down, req)?;
+    // A small body is read whole before the request takes a replica slot, so a slow client
+    // never holds a replica while it sends one.
+    if !down.read_body_ahead(req).await {
+        return Err(Failed::Close);
+    }
     let started = Instant::now();
     let deadline = started + rev.timeout;
     // For messages: the revision asked for (an `Arc` clone; its key is not copied).
@@ -250,7 +262,7 @@ async fn exchange(
         )
     })?;
     // The head for the queue-proxy, written now that the revision is known.
-    down.rewrite_head(&h1::Edit::ToRevision {
+    down.rewrite_head(&Edit::ToRevision {
         peer_ip,
         revision: rev.headers.0.as_bytes(),
         namespace: rev.headers.1.as_bytes(),
@@ -267,7 +279,7 @@ async fn exchange(
                 tried.push(addr);
                 let next = rev
                     .pick_excluding(&tried)
-                    .filter(|_| req.framing == Framing::Empty && tried.len() <= CONNECT_RETRIES);
+                    .filter(|_| req.framing.is_empty() && tried.len() <= CONNECT_RETRIES);
                 let Some(next) = next else {
                     tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");
                     return Err(Failed::Answer(
@@ -285,19 +297,24 @@ async fn exchange(
         end: deadline,
         idle: None,
     };
-    let relayed = relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
+    let relayed = sluice_relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
     drop(load);
-    relayed.map_err(|failure| match failure {
-        Failure::Timeout => Failed::Answer(504, "request timeout".into()),
-        Failure::Upstream => {
-            tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection.");
-            Failed::Answer(
+    match relayed {
+        Ok(keep) => Ok(keep),
+        Err(Failure::Timeout) => Err(Failed::Answer(504, "request timeout".into())),
+        Err(Failure::Upstream) => {
+            tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection or answered invalid HTTP.");
+            Err(Failed::Answer(
                 502,
-                format!("error reaching revision {key}: connection closed\n"),
-            )
+                format!("error reaching revision {key}: connection closed or invalid response\n"),
+            ))
         }
-        Failure::Close => Failed::Close,
-    })
+        Err(Failure::Refused(refusal)) => {
+            down.refuse(&refusal).await;
+            Err(Failed::Close)
+        }
+        Err(Failure::Close) => Err(Failed::Close),
+    }
 }
 
 /// How many other replicas a bodiless request tries when a connection cannot be made.
@@ -310,29 +327,32 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let limits = options.limits;
     let state = Arc::new(State {
         routes,
-        pool: Pool::new(1000),
+        pool: Pool::new(1000, limits.pool_idle),
         options,
     });
     // Connections close once idle after `closing` turns true.
     let (closing, closed) = watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, "activator");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    while conns.try_join_next().is_some() {}
-                    conns.spawn(serve_connection(state.clone(), stream, peer, closed.clone()));
-                }
-                Err(error) => tracing::warn!(%error, "Accept failed."),
-            },
+            (stream, peer, place) = acceptor.accept() => {
+                let _ = stream.set_nodelay(true);
+                while conns.try_join_next().is_some() {}
+                let serve = serve_connection(state.clone(), stream, peer, closed.clone());
+                conns.spawn(async move {
+                    serve.await;
+                    drop(place);
+                });
+            }
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     let _ = closing.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
         while conns.join_next().await.is_some() {}
@@ -342,33 +362,35 @@ pub async fn run(
     Ok(())
 }
 
-/// Where the activator listens and how deep its queues are, from the environment:
-/// `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), `ACTIVATOR_PORT` (8080), `ACTIVATOR_QUEUE_DEPTH`
-/// (10000).
+/// Where the activator listens, how deep its queues are and the relay's limits, from the
+/// environment: `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), `ACTIVATOR_PORT` (8080),
+/// `ACTIVATOR_QUEUE_DEPTH` (10000), and [`Limits`]' `SLUICE_HTTP_*`.
 #[derive(Clone, Debug)]
 pub struct Env {
     /// The listening address.
     pub bind: SocketAddr,
     /// Most requests held per revision.
     pub queue_depth: usize,
+    /// The relay's limits.
+    pub limits: Limits,
 }
 
 impl Env {
-    /// Reads the environment; unset or unparsable values take their defaults.
-    pub fn read() -> Self {
-        let var = |name: &str| std::env::var(name).ok();
-        let port: u16 = var("ACTIVATOR_PORT")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(8080);
-        let ip: std::net::IpAddr = var("ACTIVATOR_BIND_ADDRESS")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(Ipv4Addr::LOCALHOST.into());
-        Self {
+    /// Reads the process environment; unset values take their defaults.
+    pub fn read() -> Result<Self, EnvError> {
+        Self::from(&ProcessEnv)
+    }
+
+    /// Reads `env`; unset values take their defaults.
+    pub fn from(env: &impl sluice_runtime::env::Env) -> Result<Self, EnvError> {
+        let port: u16 = parse_or(env, "ACTIVATOR_PORT", 8080)?;
+        let ip: std::net::IpAddr =
+            parse_or(env, "ACTIVATOR_BIND_ADDRESS", Ipv4Addr::LOCALHOST.into())?;
+        Ok(Self {
             bind: SocketAddr::new(ip, port),
-            queue_depth: var("ACTIVATOR_QUEUE_DEPTH")
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(DEFAULT_QUEUE_DEPTH),
-        }
+            queue_depth: parse_or(env, "ACTIVATOR_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH)?,
+            limits: Limits::from_env(env)?,
+        })
     }
 }
 
@@ -381,14 +403,31 @@ pub async fn serve(env: Env, routes: Arc<Routes>, sink: report::Sink) -> std::io
     let options = Options {
         queue_depth: env.queue_depth,
         pokes: Some(pokes),
+        limits: env.limits,
     };
-    run(listener, routes, options, terminate_signal()).await
+    run(
+        listener,
+        routes,
+        options,
+        sluice_runtime::terminate_signal(),
+    )
+    .await
 }
 
 /// Entry point of the `activator` binary (and `sluice activator`) on the local platform:
 /// routing snapshots from and reports to `SLUICE_ROUTING_SOCKET`; see [`Env`] for the rest.
 pub fn main_from_env() -> std::process::ExitCode {
-    sluice_queue_proxy::init_logging();
+    sluice_runtime::init_logging();
+    if let Err(error) = sluice_runtime::raise_fd_limit() {
+        tracing::warn!(%error, "Cannot raise the open-file limit.");
+    }
+    let env = match Env::read() {
+        Ok(env) => env,
+        Err(error) => {
+            eprintln!("activator: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let Some(socket) = std::env::var_os("SLUICE_ROUTING_SOCKET") else {
         eprintln!(
             "activator: environment variable SLUICE_ROUTING_SOCKET: missing (the daemon's admin socket)"
@@ -403,7 +442,7 @@ pub fn main_from_env() -> std::process::ExitCode {
         let routes = Routes::new();
         let socket = std::path::PathBuf::from(socket);
         tokio::spawn(source::follow_local(socket.clone(), routes.clone()));
-        serve(Env::read(), routes, report::Sink::Socket(socket)).await
+        serve(env, routes, report::Sink::Socket(socket)).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

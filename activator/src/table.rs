@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use sluice_platform::ActivatorStat;
 use sluice_platform::routing::{RevisionKey, RoutingSnapshot};
-use sluice_queue_proxy::stats::Window;
+use sluice_runtime::concurrency::Window;
 use tokio::sync::Notify;
 
 /// What the activator sees of one revision's demand: requests held, as a time-weighted

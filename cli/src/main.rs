@@ -214,14 +214,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Quickstart { up: args } => {
-            sluice_queue_proxy::init_logging();
+            sluice_runtime::init_logging();
             commands::quickstart::run(up(args)).await
         }
         Command::Local {
             command: LocalCommand::Up { up: args },
         } => {
-            sluice_queue_proxy::init_logging();
-            daemon::run(up(args), None, sluice_queue_proxy::terminate_signal()).await
+            sluice_runtime::init_logging();
+            daemon::run(up(args), None, sluice_runtime::terminate_signal()).await
         }
         Command::Apply { file, wait } => commands::apply::apply(&client, ns, &file, wait).await,
         Command::Delete { file } => commands::apply::delete(&client, ns, &file).await,
@@ -242,13 +242,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: RouteCommand::Describe { name, output },
         } => commands::describe::route(&client, ns, &name, output).await,
         Command::System { command } => {
-            sluice_queue_proxy::init_logging();
+            sluice_runtime::init_logging();
             let client =
                 cluster::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
             match command {
                 SystemCommand::Controller(args) => {
-                    cluster::controller::run(client, args, sluice_queue_proxy::terminate_signal())
-                        .await
+                    cluster::controller::run(client, args, sluice_runtime::terminate_signal()).await
                 }
                 SystemCommand::Activator(args) => cluster::activator::run(client, args).await,
             }

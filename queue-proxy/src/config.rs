@@ -1,28 +1,9 @@
 //! Queue-proxy configuration, parsed once from an injectable environment source.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-/// Where configuration values come from (the process environment, or a map in tests).
-pub trait Env {
-    /// The value of `key`, if set.
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
+use sluice_relay::Limits;
+pub use sluice_runtime::env::{Env, ProcessEnv};
 
 /// How readiness of the user process is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +47,8 @@ pub struct Config {
     pub pod: String,
     /// `SERVING_READINESS_PROBE` (`tcp` or `http`) and `SERVING_READINESS_PATH`.
     pub readiness: ReadinessProbe,
+    /// The relay's limits on client connections (`SLUICE_HTTP_*`).
+    pub limits: Limits,
 }
 
 fn required<T: std::str::FromStr>(env: &impl Env, key: &'static str) -> Result<T, ConfigError> {
@@ -131,12 +114,18 @@ impl Config {
             revision: env.get("SERVING_REVISION").unwrap_or_default(),
             pod: env.get("SERVING_POD").unwrap_or_default(),
             readiness,
+            limits: Limits::from_env(env).map_err(|e| ConfigError {
+                key: e.key,
+                message: e.message,
+            })?,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -1,26 +1,26 @@
-//! The request path: one task per client connection reads a request head, applies the
-//! queue-proxy's rules (probe, in-flight stats, breaker, timeouts, header rewriting), and
-//! relays the exchange through a pooled connection to the user process ([`crate::relay`]),
-//! with no task hops and buffers reused across the requests of a connection.
+//! The request path: one task per client connection reads a request head (checked by the
+//! relay), applies the queue-proxy's rules (probe, small body read ahead, in-flight stats,
+//! breaker, timeouts, header rewriting), and relays the exchange through a pooled connection
+//! to the user process, with no task hops and buffers reused across the requests of a
+//! connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use sluice_relay::{Deadlines, Downstream, Edit, Failure, RequestHead};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::State;
 use crate::breaker::QueueFull;
-use crate::h1::{Edit, RequestHead};
-use crate::relay::{self, Deadlines, Downstream, Failure};
 
 /// Why an exchange did not relay the request.
 enum Failed {
     /// Nothing has been written to the client yet: answer with this status and text (also
     /// how probes are answered).
     Answer(u16, &'static str),
-    /// The client connection cannot be used any more.
+    /// The client connection cannot be used any more (any answer has been written).
     Close,
 }
 
@@ -38,10 +38,12 @@ pub(crate) async fn serve(
         peer_ip: &peer_ip,
         default_host: &default_host,
     };
-    let mut down = Downstream::new(stream, closing);
+    let mut down = Downstream::new(stream, closing, state.cfg.limits);
     while let Some(req) = down.next_request(Some(&edit)).await {
+        // Whether a probe asks for the queue-proxy (the value lives in the head).
+        let probe = req.probe.clone().map(|at| down.buf[at] == *b"queue");
         down.consume_head();
-        let keep = match exchange(&state, &mut down, &req).await {
+        let keep = match exchange(&state, &mut down, &req, probe).await {
             Ok(keep) => keep && !down.is_closing(),
             Err(Failed::Answer(status, body)) => down.answer(&req, status, body).await,
             Err(Failed::Close) => false,
@@ -54,12 +56,22 @@ pub(crate) async fn serve(
 
 /// One request and its response. `Ok(keep)` says whether the client connection can carry
 /// another request.
-async fn exchange(state: &State, down: &mut Downstream, req: &RequestHead) -> Result<bool, Failed> {
-    if let Some(value) = &req.probe {
-        let (status, body) = state.probe(value).await;
+async fn exchange(
+    state: &State,
+    down: &mut Downstream,
+    req: &RequestHead,
+    probe: Option<bool>,
+) -> Result<bool, Failed> {
+    if let Some(for_queue) = probe {
+        let (status, body) = state.probe(for_queue).await;
         return Err(Failed::Answer(status, body));
     }
     state.touch();
+    // A small body is read whole before the request takes a slot, so a slow client never
+    // holds the user process while it sends one.
+    if !down.read_body_ahead(req).await {
+        return Err(Failed::Close);
+    }
     let _in_flight = state.stats.begin();
     let now = Instant::now();
     let deadline = now + state.cfg.timeout;
@@ -88,13 +100,17 @@ async fn exchange(state: &State, down: &mut Downstream, req: &RequestHead) -> Re
         state.upstream.take(state.user_addr).await.map_err(|_| {
             Failed::Answer(502, "error reaching the user process: connection refused")
         })?;
-    relay::exchange(&state.upstream, state.user_addr, up, down, req, deadlines)
-        .await
-        .map_err(|failure| match failure {
-            Failure::Timeout => Failed::Answer(504, "request timeout"),
-            Failure::Upstream => {
-                Failed::Answer(502, "error reaching the user process: connection closed")
-            }
-            Failure::Close => Failed::Close,
-        })
+    match sluice_relay::exchange(&state.upstream, state.user_addr, up, down, req, deadlines).await {
+        Ok(keep) => Ok(keep),
+        Err(Failure::Timeout) => Err(Failed::Answer(504, "request timeout")),
+        Err(Failure::Upstream) => Err(Failed::Answer(
+            502,
+            "error reaching the user process: connection closed or invalid response",
+        )),
+        Err(Failure::Refused(refusal)) => {
+            down.refuse(&refusal).await;
+            Err(Failed::Close)
+        }
+        Err(Failure::Close) => Err(Failed::Close),
+    }
 }

@@ -3,21 +3,17 @@
 //! past the revision timeout, answers readiness probes from its own probing of the user
 //! process, reports load on its admin port, and drains on SIGTERM.
 //!
-//! The request path ([`forward`]), in order: probe answering → drain bookkeeping → in-flight
-//! stats → breaker → timeout → head rewriting ([`h1`]) → pooled HTTP/1.1 connections to the
-//! user process ([`relay`]). It is Sluice's own HTTP/1.1 forwarding rather than hyper's
-//! server and client: one task per client connection, no channel between tasks, bodies passed
-//! through unchanged. The admin port stays on hyper.
+//! The request path ([`forward`]), in order: head read and checked by the relay
+//! ([`sluice_relay`]) → probe answering → drain bookkeeping → small body read ahead → in-flight
+//! stats → breaker → timeout → head rewriting → pooled HTTP/1.1 connections to the user
+//! process. The admin port is [`sluice_runtime::admin`].
 
 pub mod breaker;
 pub mod config;
 mod forward;
-pub mod h1;
 pub mod probe;
-pub mod relay;
 pub mod stats;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,23 +21,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use sluice_relay::Pool;
+use sluice_runtime::accept::Acceptor;
+use sluice_runtime::admin;
 use tokio::net::TcpListener;
 
 use crate::breaker::Breaker;
 use crate::config::Config;
 use crate::probe::Readiness;
 use crate::stats::Stats;
-
-/// Boxed error of a response body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The response body type.
-pub type Body = BoxBody<Bytes, BoxError>;
 
 /// How long the queue-proxy keeps serving after SIGTERM once requests stop arriving.
 #[derive(Clone, Copy, Debug)]
@@ -55,28 +46,13 @@ pub struct DrainPolicy {
 struct State {
     cfg: Config,
     user_addr: SocketAddr,
-    upstream: relay::Pool,
+    upstream: Pool,
     breaker: Option<Arc<Breaker>>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     draining: Arc<AtomicBool>,
     started: std::time::Instant,
     last_request_ms: AtomicU64,
-}
-
-/// A plain-text response (the body of every error Sluice's proxies answer themselves).
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 impl State {
@@ -94,8 +70,8 @@ impl State {
     /// Knative's probe contract: `K-Network-Probe: queue` gets 200 `queue` when ready. Until
     /// the user process is first seen ready, each probe also checks it on the spot (as
     /// Knative's queue-proxy does), so readiness is not delayed by the probe period.
-    async fn probe(&self, value: &[u8]) -> (u16, &'static str) {
-        if value != b"queue" {
+    async fn probe(&self, for_queue: bool) -> (u16, &'static str) {
+        if !for_queue {
             return (400, "unexpected probe header value: want queue");
         }
         let draining = self.draining.load(Ordering::Acquire);
@@ -114,26 +90,25 @@ impl State {
     }
 }
 
-async fn admin(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(match req.uri().path() {
+/// The admin port: `/metrics`, `/healthz`, `/readyz`.
+fn answer_admin(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
         "/metrics" => {
             let labels = format!(
                 "destination_namespace=\"{}\",destination_revision=\"{}\",destination_pod=\"{}\"",
                 state.cfg.namespace, state.cfg.revision, state.cfg.pod
             );
-            let mut resp = text(StatusCode::OK, state.stats.render(&labels));
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            resp
+            admin::metrics(state.stats.render(&labels))
         }
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" if state.readiness.is_ready() => text(StatusCode::OK, "ready"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        _ => text(StatusCode::NOT_FOUND, "not found"),
-    })
+        "/healthz" => admin::text(StatusCode::OK, "ok"),
+        "/readyz" if state.readiness.is_ready() => admin::text(StatusCode::OK, "ready"),
+        "/readyz" => admin::text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        _ => admin::text(StatusCode::NOT_FOUND, "not found"),
+    }
 }
+
+/// How many admin connections (the autoscaler's scrapes, probes) may be open at once.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Runs the queue-proxy on bound listeners until `shutdown` resolves, then drains.
 pub async fn run(
@@ -149,11 +124,12 @@ pub async fn run(
     } else {
         cfg.container_concurrency as usize
     };
+    let limits = cfg.limits;
     let state = Arc::new(State {
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
-        cfg,
         user_addr,
-        upstream: relay::Pool::new(idle),
+        upstream: Pool::new(idle, cfg.limits.pool_idle),
+        cfg,
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
         draining: Arc::new(AtomicBool::new(false)),
@@ -177,36 +153,30 @@ pub async fn run(
     };
     let admin_task = {
         let state = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = admin_listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                let svc = service_fn(move |req| admin(state.clone(), req));
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc),
-                );
-            }
-        })
+        let acceptor = Acceptor::new(admin_listener, ADMIN_CONNECTIONS, "queue-proxy admin");
+        tokio::spawn(admin::serve(acceptor, move |req| {
+            let answer = answer_admin(&state, &req);
+            async move { answer }
+        }))
     };
 
     // Connections close once idle after `closing` turns true.
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut conns = tokio::task::JoinSet::new();
-    let mut accept = |stream: tokio::net::TcpStream, peer: SocketAddr| {
+    let mut acceptor = Acceptor::new(listener, limits.max_connections, "queue-proxy");
+    let mut accept = |(stream, peer, place): (tokio::net::TcpStream, SocketAddr, _)| {
         let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        conns.spawn(forward::serve(state.clone(), stream, peer, closed.clone()));
+        let serve = forward::serve(state.clone(), stream, peer, closed.clone());
+        conns.spawn(async move {
+            serve.await;
+            drop(place);
+        });
     };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            conn = listener.accept() => match conn {
-                Ok((stream, peer)) => accept(stream, peer),
-                Err(error) => tracing::warn!(%error, "Accept failed."),
-            },
+            conn = acceptor.accept() => accept(conn),
             () = &mut shutdown => break,
         }
     }
@@ -220,11 +190,11 @@ pub async fn run(
             break;
         }
         tokio::select! {
-            conn = listener.accept() => if let Ok((stream, peer)) = conn { accept(stream, peer) },
+            conn = acceptor.accept() => accept(conn),
             () = tokio::time::sleep(drain.quiet_period - idle) => {}
         }
     }
-    drop(listener);
+    drop(acceptor);
     let _ = closing.send(true);
     let _ = tokio::time::timeout(drain.grace, async {
         while conns.join_next().await.is_some() {}
@@ -241,7 +211,10 @@ pub async fn run(
 /// environment, listeners on loopback unless `QUEUE_BIND_ADDRESS` says otherwise, SIGTERM or
 /// SIGINT to drain.
 pub fn main_from_env() -> std::process::ExitCode {
-    init_logging();
+    sluice_runtime::init_logging();
+    if let Err(error) = sluice_runtime::raise_fd_limit() {
+        tracing::warn!(%error, "Cannot raise the open-file limit.");
+    }
     let cfg = match Config::from_env(&config::ProcessEnv) {
         Ok(cfg) => cfg,
         Err(error) => {
@@ -268,7 +241,14 @@ pub fn main_from_env() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let listener = TcpListener::bind((bind, cfg.serving_port)).await?;
         let admin = TcpListener::bind((bind, cfg.admin_port)).await?;
-        run(cfg, listener, admin, drain, terminate_signal()).await
+        run(
+            cfg,
+            listener,
+            admin,
+            drain,
+            sluice_runtime::terminate_signal(),
+        )
+        .await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -276,29 +256,5 @@ pub fn main_from_env() -> std::process::ExitCode {
             eprintln!("queue-proxy: {error}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr, filtered by `$SLUICE_LOG` (default `info`), plain when not a terminal.
-/// Every Sluice binary logs this way.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn terminate_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

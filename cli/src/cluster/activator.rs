@@ -45,7 +45,7 @@ pub async fn run(client: kube::Client, args: ActivatorArgs) -> anyhow::Result<()
             installer.install(&snapshot);
         }
     });
-    let env = Env::read();
+    let env = Env::read()?;
     tracing::info!(address = %env.bind, "Activator listening.");
     sluice_activator::serve(env, routes, Sink::Http(args.autoscaler_url)).await?;
     Ok(())

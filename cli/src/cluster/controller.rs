@@ -15,12 +15,11 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sluice_controller::{Autoscaler, Controller};
 use sluice_platform::ActivatorStat;
 use sluice_platform::kube::{Elector, KubeStore, KubeWorkloads, KubeWorkloadsConfig, LeaseTimings};
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_runtime::accept::Acceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -122,17 +121,21 @@ impl Stats {
     }
 }
 
+/// How many connections the stats endpoint holds at once (activators' reports, probes).
+const STATS_CONNECTIONS: usize = 1024;
+
 async fn serve_stats(listener: TcpListener, stats: Arc<Stats>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let acceptor = Acceptor::new(listener, STATS_CONNECTIONS, "controller stats");
+    sluice_runtime::admin::serve(acceptor, move |req| {
         let stats = stats.clone();
-        let svc = service_fn(move |req| stats.clone().handle(req));
-        tokio::spawn(
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
-        );
-    }
+        async move {
+            match stats.handle(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs until `shutdown`, or fails when leadership is lost (the process restarts and

@@ -20,7 +20,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let daemon = tokio::spawn(daemon::run(
         opts,
         Some(ready_tx),
-        sluice_queue_proxy::terminate_signal(),
+        sluice_runtime::terminate_signal(),
     ));
     if ready_rx.await.is_err() {
         return daemon.await?;

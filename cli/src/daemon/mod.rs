@@ -16,19 +16,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use sluice_controller::{Autoscaler, Controller};
 use sluice_platform::local::process::Process;
 use sluice_platform::local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_runtime::accept::Acceptor;
 use tokio::net::UnixListener;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
 use crate::home::Home;
+
+/// How many connections the admin socket holds at once (the CLI, the activator's routing
+/// stream and reports).
+const ADMIN_CONNECTIONS: usize = 1024;
 
 /// Options of `sluice local up`.
 #[derive(Clone, Debug)]
@@ -154,19 +157,16 @@ pub async fn run(
             "home": home.root().display().to_string(),
         }),
     });
-    let admin_task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let admin = admin.clone();
-            let svc = service_fn(move |req| admin.clone().handle(req));
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc),
-            );
+    let acceptor = Acceptor::new(listener, ADMIN_CONNECTIONS, "admin socket");
+    let admin_task = tokio::spawn(sluice_runtime::admin::serve(acceptor, move |req| {
+        let admin = admin.clone();
+        async move {
+            match admin.handle(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
         }
-    });
+    }));
 
     let activator_task = tokio::spawn(keep_activator(
         exe,

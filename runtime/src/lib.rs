@@ -1,0 +1,47 @@
+//! What every Sluice component binary shares, so that no component borrows it from another:
+//! logging ([`init_logging`]), the shutdown signal ([`terminate_signal`]), the process's
+//! descriptor limit ([`raise_fd_limit`]), configuration from an injectable environment
+//! ([`env`]), accepting connections with a bound and a backoff ([`accept`]), and the small
+//! HTTP/1.1 server behind admin ports and sockets ([`admin`]), and the concurrency measure
+//! both proxies report ([`concurrency`]).
+
+pub mod accept;
+pub mod admin;
+pub mod concurrency;
+pub mod env;
+
+/// Logs to stderr, filtered by `$SLUICE_LOG` (default `info`), plain when not a terminal.
+/// Every Sluice binary logs this way.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminate_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as Go's runtime does for
+/// Knative's components: a proxy's connection bound, not a default soft limit of 1024, should
+/// decide how many clients it holds. Returns the soft limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
