@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sluice_platform::RevisionKey;
-use sluice_relay::{Deadlines, Downstream, Edit, Failure, Limits, Pool, RequestHead};
+use sluice_relay::{Deadlines, Downstream, Edit, Failure, Limits, Pool, Refusal, RequestHead};
 use sluice_runtime::accept::Acceptor;
 use sluice_runtime::env::{EnvError, ProcessEnv, parse_or};
 use tokio::net::{TcpListener, TcpStream};
@@ -164,6 +164,9 @@ async fn acquire(
 enum Failed {
     /// Nothing has been written to the client yet: answer with this status and text.
     Answer(u16, String),
+    /// The client's request is refused (its body stalled or was malformed): answered once the
+    /// replica slot is free again, and the connection closed.
+    Refused(Refusal),
     /// The client connection cannot be used any more.
     Close,
 }
@@ -182,6 +185,10 @@ async fn serve_connection(
         let keep = match exchange(&state, &mut down, &peer_ip, &req).await {
             Ok(keep) => keep && !down.is_closing(),
             Err(Failed::Answer(status, body)) => down.answer(&req, status, &body).await,
+            Err(Failed::Refused(refusal)) => {
+                down.refuse(&refusal).await;
+                false
+            }
             Err(Failed::Close) => false,
         };
         if !keep {
@@ -309,10 +316,7 @@ async fn exchange(
                 format!("error reaching revision {key}: connection closed or invalid response\n"),
             ))
         }
-        Err(Failure::Refused(refusal)) => {
-            down.refuse(&refusal).await;
-            Err(Failed::Close)
-        }
+        Err(Failure::Refused(refusal)) => Err(Failed::Refused(refusal)),
         Err(Failure::Close) => Err(Failed::Close),
     }
 }
@@ -397,7 +401,7 @@ impl Env {
 /// Runs the activator on `env` with `routes` fed by someone else, reporting to `sink`, until
 /// SIGTERM or SIGINT.
 pub async fn serve(env: Env, routes: Arc<Routes>, sink: report::Sink) -> std::io::Result<()> {
-    let listener = TcpListener::bind(env.bind).await?;
+    let listener = sluice_runtime::listen(env.bind)?;
     let (pokes, poked) = mpsc::unbounded_channel();
     tokio::spawn(report::report(sink, routes.clone(), poked));
     let options = Options {

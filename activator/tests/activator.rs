@@ -1,6 +1,8 @@
 //! The activator in-process on loopback: host routing, 404s, retries past a dead replica,
 //! holding a request until its revision has a ready replica (and telling the autoscaler),
-//! never more than containerConcurrency per replica while buffered, and the queue bound.
+//! never more than containerConcurrency per replica while buffered, the queue bound; fields
+//! only Sluice sets removed from clients' requests, absolute targets routed by their own
+//! authority, and no request smuggled through both hops to a strict user process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use sluice_activator::{Options, Routes, run};
 use sluice_platform::RevisionKey;
 use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
+use sluice_relay_differential::upstream::{Heard, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -264,4 +267,138 @@ async fn past_the_queue_bound_requests_get_503_naming_the_revision() {
     for h in held {
         assert_eq!(h.await.unwrap().0, 200);
     }
+}
+
+/// Sends `raw` on a new connection to `addr` and reads until it closes.
+async fn send(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn fields_only_sluice_sets_are_removed_from_client_requests() {
+    let replica = Upstream::start().await;
+    let routes = Routes::new();
+    routes.install(&snapshot(vec![replica.addr]));
+    let addr = activator(routes).await;
+    let answer = send(
+        addr,
+        b"GET /t HTTP/1.1\r\nHost: hello.default.localhost\r\nK-Original-Host: evil\r\n\
+          K_Original_Host: evil\r\nKnative-Serving-Revision: evil\r\nknative-serving-namespace: evil\r\n\
+          K-Proxy-Request: evil\r\nK-Network-Probe: queue\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("evil"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("k-network-probe"),
+        "{answer}"
+    );
+    for field in [
+        "k-proxy-request: activator\r\n",
+        "knative-serving-revision: hello-00001\r\n",
+        "knative-serving-namespace: default\r\n",
+    ] {
+        assert!(answer.contains(field), "{field} missing: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_absolute_target_is_routed_by_its_own_authority() {
+    let replica = Upstream::start().await;
+    let routes = Routes::new();
+    routes.install(&snapshot(vec![replica.addr]));
+    let addr = activator(routes).await;
+    let answer = send(
+        addr,
+        b"GET http://hello.default.localhost/x?y=1 HTTP/1.1\r\nHost: other.default.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.contains("GET /x?y=1 host=hello.default.localhost"),
+        "{answer}"
+    );
+    let answer = send(
+        addr,
+        b"GET http://other.default.localhost/ HTTP/1.1\r\nHost: hello.default.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let answer = send(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: other.default.localhost\r\nHost: hello.default.localhost\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(replica.targets(), ["/x?y=1"]);
+}
+
+/// The activator in front of an in-process queue-proxy in front of `user`.
+async fn two_hops(user: SocketAddr) -> SocketAddr {
+    let env: std::collections::HashMap<String, String> =
+        [("USER_PORT".to_owned(), user.port().to_string())].into();
+    let cfg = sluice_queue_proxy::config::Config::from_env(&env).unwrap();
+    let qp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let qp_addr = qp.local_addr().unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let drain = sluice_queue_proxy::DrainPolicy {
+        quiet_period: Duration::from_millis(100),
+        grace: Duration::from_secs(1),
+    };
+    tokio::spawn(sluice_queue_proxy::run(
+        cfg,
+        qp,
+        admin,
+        drain,
+        std::future::pending(),
+    ));
+    let routes = Routes::new();
+    routes.install(&snapshot(vec![qp_addr]));
+    activator(routes).await
+}
+
+#[tokio::test]
+async fn a_smuggled_request_never_crosses_both_hops() {
+    let user = Upstream::start().await;
+    let front = two_hops(user.addr).await;
+    let head =
+        b"POST / HTTP/1.1\r\nHost: hello.default.localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let smuggled = b"0\n\r\nGET /smuggled HTTP/1.1\r\nHost: hello.default.localhost\r\n\r\n";
+    // Within what is read ahead: refused before either hop forwards a byte.
+    let mut small = head.to_vec();
+    small.extend_from_slice(b"5\r\nhello\r\n");
+    small.extend_from_slice(smuggled);
+    let answer = send(front, &small).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Past it: the head has crossed both hops, and the bad chunk cuts both connections.
+    let mut big = head.to_vec();
+    for _ in 0..20 {
+        big.extend_from_slice(b"400\r\n");
+        big.extend_from_slice(&[b'x'; 1024]);
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(smuggled);
+    let answer = send(front, &big).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    for _ in 0..3 {
+        let victim = send(
+            front,
+            b"GET /victim HTTP/1.1\r\nHost: hello.default.localhost\r\nCookie: mine\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            victim.contains("GET /victim host=hello.default.localhost"),
+            "{victim}"
+        );
+        assert!(victim.contains("Cookie: mine"), "{victim}");
+    }
+    assert_eq!(user.targets(), ["/victim"; 3], "{:?}", user.heard());
+    assert!(
+        user.heard().iter().any(|h| matches!(h, Heard::Cut { .. })),
+        "the user process's connection was not cut: {:?}",
+        user.heard()
+    );
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sluice_relay::{Deadlines, Downstream, Edit, Failure, RequestHead};
+use sluice_relay::{Deadlines, Downstream, Edit, Failure, Refusal, RequestHead};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,6 +20,9 @@ enum Failed {
     /// Nothing has been written to the client yet: answer with this status and text (also
     /// how probes are answered).
     Answer(u16, &'static str),
+    /// The client's request is refused (its body stalled or was malformed): answered once
+    /// the replica slot is free again, and the connection closed.
+    Refused(Refusal),
     /// The client connection cannot be used any more (any answer has been written).
     Close,
 }
@@ -46,6 +49,10 @@ pub(crate) async fn serve(
         let keep = match exchange(&state, &mut down, &req, probe).await {
             Ok(keep) => keep && !down.is_closing(),
             Err(Failed::Answer(status, body)) => down.answer(&req, status, body).await,
+            Err(Failed::Refused(refusal)) => {
+                down.refuse(&refusal).await;
+                false
+            }
             Err(Failed::Close) => false,
         };
         if !keep {
@@ -107,10 +114,7 @@ async fn exchange(
             502,
             "error reaching the user process: connection closed or invalid response",
         )),
-        Err(Failure::Refused(refusal)) => {
-            down.refuse(&refusal).await;
-            Err(Failed::Close)
-        }
+        Err(Failure::Refused(refusal)) => Err(Failed::Refused(refusal)),
         Err(Failure::Close) => Err(Failed::Close),
     }
 }

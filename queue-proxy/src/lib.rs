@@ -239,7 +239,7 @@ pub fn main_from_env() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async {
-        let listener = TcpListener::bind((bind, cfg.serving_port)).await?;
+        let listener = sluice_runtime::listen(SocketAddr::new(bind, cfg.serving_port))?;
         let admin = TcpListener::bind((bind, cfg.admin_port)).await?;
         run(
             cfg,

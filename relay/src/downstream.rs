@@ -19,11 +19,12 @@ use crate::{Limits, READ_CHUNK};
 const LINGER: Duration = Duration::from_secs(1);
 /// First allocation for reading a head; most heads fit.
 const HEAD_CHUNK: usize = 4096;
-/// After answering and closing, how long and how much of the client's unread request is
-/// still read (and dropped), so that the close does not reset the connection before the
-/// client has read the answer.
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-const DRAIN_BYTES: usize = 256 * 1024;
+/// After answering and closing, the client's unread request is still read (and dropped) for
+/// at most this long, and while it does not pause longer than [`LINGER_IDLE`], so that the
+/// close does not reset the connection before the client has read the answer (nginx's
+/// `lingering_time` and `lingering_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// A client connection: its socket, the bytes read from it, and the buffers reused for heads
 /// across its requests.
@@ -318,12 +319,12 @@ impl Downstream {
     async fn drain_and_close(&mut self) {
         let _ = self.stream.shutdown().await;
         let mut sink = [0u8; 4096];
-        let mut left = DRAIN_BYTES;
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            while left > 0 {
-                match self.stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(LINGER_IDLE, self.stream.read(&mut sink)).await
+            {
+                if n == 0 {
+                    break;
                 }
             }
         })

@@ -131,6 +131,10 @@ enum Target<'a> {
 }
 
 fn target_form<'a>(method: &str, target: &'a str) -> Result<Target<'a>, Refusal> {
+    if !target.is_ascii() {
+        // httparse lets UTF-8 through; a URI is ASCII, with anything else percent-encoded.
+        return Err(bad("a request target is ASCII (percent-encode the rest)"));
+    }
     if target.contains('#') {
         return Err(bad("a request target has no fragment"));
     }
@@ -721,6 +725,7 @@ mod tests {
             ("GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET /caf\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET x HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),

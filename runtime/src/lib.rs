@@ -34,6 +34,24 @@ pub async fn terminate_signal() {
     }
 }
 
+/// Listens on `addr` with the system's largest accept backlog (`net.core.somaxconn`, as Go's
+/// listeners do), not tokio's 1024: a burst of connections past the backlog is dropped or
+/// reset by the kernel before the proxy can bound or serve it.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let backlog = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096);
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Raises the soft limit on open descriptors to the hard limit, as Go's runtime does for
 /// Knative's components: a proxy's connection bound, not a default soft limit of 1024, should
 /// decide how many clients it holds. Returns the soft limit now in force.

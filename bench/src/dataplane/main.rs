@@ -52,6 +52,8 @@ pub struct PathResult {
     pub rss_idle_kib: u64,
     /// The peak under load.
     pub rss_load_kib: u64,
+    /// Resident memory per idle keep-alive connection, KiB.
+    pub idle_kib_per_connection: Option<f64>,
     /// How the proxies were started.
     pub commands: Vec<String>,
 }
@@ -366,6 +368,7 @@ fn run(args: &Args) -> Result<(String, u64), String> {
             throughput: None,
             rss_idle_kib: rss_total(&r.pids()),
             rss_load_kib: 0,
+            idle_kib_per_connection: None,
             commands: r.commands.clone(),
         })
         .collect();
@@ -401,6 +404,16 @@ fn run(args: &Args) -> Result<(String, u64), String> {
     for (result, peak) in results.iter_mut().zip(sampler.finish()) {
         result.rss_load_kib = peak;
     }
+    for (r, result) in running.iter().zip(results.iter_mut()) {
+        if r.kind != Kind::Direct {
+            let per = idle_memory(r, IDLE_CONNECTIONS)?;
+            eprintln!(
+                "  {:<32} {per:.1} KiB per idle keep-alive connection",
+                r.kind.label()
+            );
+            result.idle_kib_per_connection = Some(per);
+        }
+    }
     drop(running);
 
     let routes = if kinds.contains(&Kind::ActivatorQueueProxy) {
@@ -422,6 +435,43 @@ fn run(args: &Args) -> Result<(String, u64), String> {
         )
         .sum();
     Ok((report::render(args, &results, &routes, &commands), errors))
+}
+
+/// How many idle keep-alive connections the memory measure holds (below nginx's
+/// `worker_connections`).
+const IDLE_CONNECTIONS: usize = 2000;
+
+/// What an idle keep-alive connection costs a path in resident memory: `n` connections have
+/// each had one request answered and then sit idle for 2 s (past the relay's one-second
+/// linger, after which it gives an idle connection's buffers back); the proxies' RSS growth
+/// divided by `n`.
+fn idle_memory(r: &Running, n: usize) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let before = rss_total(&r.pids());
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", r.host);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(r.target)
+            .map_err(|e| format!("idle connections to {}: {e}", r.kind.label()))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"Hello World!\n") {
+            let k = s
+                .read(&mut buf)
+                .map_err(|e| format!("idle connections to {}: {e}", r.kind.label()))?;
+            if k == 0 {
+                return Err(format!("{} closed a keep-alive connection", r.kind.label()));
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_total(&r.pids());
+    Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
 /// The activator with 10 and with 10,000 routes in its table, both up at once and loaded in

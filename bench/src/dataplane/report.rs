@@ -260,9 +260,9 @@ pub fn render(
     let _ = writeln!(s, "## Throughput and memory\n");
     let _ = writeln!(
         s,
-        "| path | req/s (wrk) | proxy CPU (cores) | req/s per core | RSS idle (MiB) | RSS peak under load (MiB) | errors |"
+        "| path | req/s (wrk) | proxy CPU (cores) | req/s per core | RSS idle (MiB) | RSS peak under load (MiB) | KiB per idle connection | errors |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in results {
         let (rps, cores, per, errors) = match &r.throughput {
             Some((t, cores)) if r.kind != Kind::Direct => (
@@ -279,15 +279,20 @@ pub fn render(
         } else {
             (mib(r.rss_idle_kib), mib(r.rss_load_kib))
         };
+        let per_idle = r
+            .idle_kib_per_connection
+            .map_or_else(|| "–".into(), |k| format!("{k:.1}"));
         let _ = writeln!(
             s,
-            "| {} | {rps} | {cores} | {per} | {idle} | {peak} | {errors} |",
+            "| {} | {rps} | {cores} | {per} | {idle} | {peak} | {per_idle} | {errors} |",
             r.kind.label()
         );
     }
     let _ = writeln!(
         s,
-        "\nThe activator + queue-proxy row counts both processes' CPU and memory; nginx counts its master and worker.\n"
+        "\nThe activator + queue-proxy row counts both processes' CPU and memory; nginx counts its master and worker. \
+         KiB per idle connection: {} keep-alive connections that each had one request answered, then idle for 2 s; the path's RSS growth divided by their number.\n",
+        crate::IDLE_CONNECTIONS
     );
 
     if !routes.is_empty() {

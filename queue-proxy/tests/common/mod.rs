@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice_queue_proxy::config::Config;
 use sluice_queue_proxy::{DrainPolicy, run};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Starts a queue-proxy in front of `user`, with the environment `vars`.
@@ -39,7 +39,7 @@ pub async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
 }
 
 /// Everything until the peer closes (a reset counts as a close).
-pub async fn read_to_close(stream: &mut TcpStream) -> String {
+pub async fn read_to_close(stream: &mut (impl AsyncRead + Unpin)) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -52,7 +52,7 @@ pub async fn read_to_close(stream: &mut TcpStream) -> String {
 }
 
 /// Reads until `marker` has been seen.
-pub async fn read_until(stream: &mut TcpStream, marker: &str) -> String {
+pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), marker: &str) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&all).contains(marker) {

@@ -39,6 +39,8 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"\x00",
     b"\x7f",
     b"\xff",
+    "é".as_bytes(),
+    "\u{26fb}".as_bytes(),
     b"0",
     b"1",
     b"5",
