@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sluice_relay::Limits;
 pub use sluice_runtime::env::{Env, ProcessEnv};
+use sluice_runtime::env::{EnvError, parse_or};
 
 /// How readiness of the user process is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,13 +68,15 @@ fn optional<T: std::str::FromStr>(
     key: &'static str,
     default: T,
 ) -> Result<T, ConfigError> {
-    match env.get(key) {
-        None => Ok(default),
-        Some(raw) if raw.trim().is_empty() => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
-            key,
-            message: format!("{raw:?} is not valid"),
-        }),
+    parse_or(env, key, default).map_err(ConfigError::from)
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        Self {
+            key: e.key,
+            message: e.message,
+        }
     }
 }
 
@@ -114,10 +117,7 @@ impl Config {
             revision: env.get("SERVING_REVISION").unwrap_or_default(),
             pod: env.get("SERVING_POD").unwrap_or_default(),
             readiness,
-            limits: Limits::from_env(env).map_err(|e| ConfigError {
-                key: e.key,
-                message: e.message,
-            })?,
+            limits: Limits::from_env(env)?,
         })
     }
 }

@@ -2,7 +2,8 @@
 //! hyper server as the user process: bodies of every framing, keep-alive, pipelining, HEAD,
 //! `Expect: 100-continue`, and a user process that closes idle connections.
 
-use std::collections::HashMap;
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,13 +11,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::queue_proxy;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sluice_queue_proxy::config::Config;
-use sluice_queue_proxy::{DrainPolicy, run};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -78,20 +78,6 @@ async fn user_process(keep_alive: bool) -> SocketAddr {
     addr
 }
 
-async fn queue_proxy(user: SocketAddr) -> SocketAddr {
-    let env: HashMap<String, String> = [("USER_PORT".to_owned(), user.port().to_string())].into();
-    let cfg = Config::from_env(&env).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let drain = DrainPolicy {
-        quiet_period: Duration::from_millis(100),
-        grace: Duration::from_secs(5),
-    };
-    tokio::spawn(run(cfg, listener, admin, drain, std::future::pending()));
-    addr
-}
-
 /// A hyper client on one connection to `addr`.
 async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<AnyBody> {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -127,7 +113,7 @@ fn empty() -> AnyBody {
 
 #[tokio::test]
 async fn bodies_of_every_framing_pass_through_on_one_connection() {
-    let qp = queue_proxy(user_process(true).await).await;
+    let qp = queue_proxy(user_process(true).await, &[]).await;
     let mut send = client(qp).await;
     assert_eq!(
         exchange(
@@ -164,7 +150,7 @@ async fn bodies_of_every_framing_pass_through_on_one_connection() {
 
 #[tokio::test]
 async fn a_user_process_that_closes_idle_connections_is_reconnected() {
-    let qp = queue_proxy(user_process(false).await).await;
+    let qp = queue_proxy(user_process(false).await, &[]).await;
     let mut send = client(qp).await;
     for path in ["/one", "/two", "/three"] {
         assert_eq!(
@@ -194,7 +180,7 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let qp = queue_proxy(user_process(true).await).await;
+    let qp = queue_proxy(user_process(true).await, &[]).await;
     let mut stream = TcpStream::connect(qp).await.unwrap();
     stream
         .write_all(
@@ -212,7 +198,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn expect_continue_is_answered_before_the_body() {
-    let qp = queue_proxy(user_process(true).await).await;
+    let qp = queue_proxy(user_process(true).await, &[]).await;
     let mut stream = TcpStream::connect(qp).await.unwrap();
     stream
         .write_all(
@@ -228,7 +214,7 @@ async fn expect_continue_is_answered_before_the_body() {
 
 #[tokio::test]
 async fn malformed_requests_get_400_and_a_closed_connection() {
-    let qp = queue_proxy(user_process(true).await).await;
+    let qp = queue_proxy(user_process(true).await, &[]).await;
     let mut stream = TcpStream::connect(qp).await.unwrap();
     stream
         .write_all(
@@ -250,7 +236,7 @@ async fn answers_the_proxy_makes_itself_keep_pipelined_requests_in_order() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let qp = queue_proxy(closed).await;
+    let qp = queue_proxy(closed, &[]).await;
     let mut stream = TcpStream::connect(qp).await.unwrap();
     stream
         .write_all(

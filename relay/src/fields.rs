@@ -158,6 +158,22 @@ fn same_name(name: &[u8], lower: &[u8]) -> bool {
         })
 }
 
+/// Fields about one connection, or framing the relay writes itself: never copied from one hop
+/// to the next.
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "content-length",
+];
+
+/// Whether `name` is one of `names` (lowercase), in any case.
+pub(crate) fn is_one_of(name: &str, names: &[&str]) -> bool {
+    names.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// A field whose name is `Content-Length` or `Transfer-Encoding` with `_` for `-`: a CGI-style
 /// server reads it as the framing field the relay did not frame by.
 pub(crate) fn is_disguised_framing(name: &[u8]) -> bool {

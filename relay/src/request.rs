@@ -5,8 +5,8 @@ use std::ops::Range;
 
 use crate::Framing;
 use crate::fields::{
-    Coding, ConnectionOptions, content_length, has_bare_lf, is_disguised_framing, is_host,
-    is_token, is_trusted, list, transfer_coding,
+    Coding, ConnectionOptions, HOP_BY_HOP, content_length, has_bare_lf, is_disguised_framing,
+    is_host, is_one_of, is_token, is_trusted, list, transfer_coding,
 };
 
 /// Most header fields in a head.
@@ -358,20 +358,9 @@ pub fn parse_request(
     framing_field(out, framing);
     for h in req.headers.iter() {
         let name = h.name;
-        let hop = [
-            "host",
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "expect",
-            "x-forwarded-for",
-        ]
-        .iter()
-        .any(|s| name.eq_ignore_ascii_case(s));
-        let skip = hop
+        // Host, Expect and X-Forwarded-For are written (or answered) by the relay itself.
+        let skip = is_one_of(name, &HOP_BY_HOP)
+            || is_one_of(name, &["host", "expect", "x-forwarded-for"])
             || is_trusted(name.as_bytes())
             || options.lists(name)
             || (!upgrade && name.eq_ignore_ascii_case("upgrade"));

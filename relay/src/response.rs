@@ -4,8 +4,8 @@
 
 use crate::Framing;
 use crate::fields::{
-    Coding, ConnectionOptions, content_length, has_bare_lf, is_disguised_framing, is_token, list,
-    transfer_coding,
+    Coding, ConnectionOptions, HOP_BY_HOP, content_length, has_bare_lf, is_disguised_framing,
+    is_one_of, is_token, list, transfer_coding,
 };
 use crate::request::{MAX_HEADERS, RequestHead, decimal, field, framing_field};
 
@@ -153,16 +153,7 @@ pub fn parse_response(
     );
     for h in resp.headers.iter() {
         let name = h.name;
-        let hop = [
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-        ]
-        .iter()
-        .any(|s| name.eq_ignore_ascii_case(s));
+        let hop = is_one_of(name, &HOP_BY_HOP);
         if !hop && !options.lists(name) && (status == 101 || !name.eq_ignore_ascii_case("upgrade"))
         {
             field(out, name.as_bytes(), h.value);

@@ -4,7 +4,7 @@
 //! mentions chunked and wins over `Content-Length`, the last `Content-Length` counts and is
 //! read like `atoi`, and a chunk size is whatever hex digits start its line.
 
-use crate::message::{Asked, Message, Step, Tail, bodiless, read_all};
+use crate::message::{Asked, Body, Message, Step, Tail, bodiless, body_then, read_all};
 
 /// The line at `at` (up to LF, a CR before it removed) and where the next starts.
 fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
@@ -71,12 +71,6 @@ fn atoi(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
 }
 
-enum Body {
-    Length(u64),
-    Chunked,
-    Close,
-}
-
 fn framing(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<Body> {
     let chunked = fields.iter().any(|(n, v)| {
         n == b"transfer-encoding" && v.to_ascii_lowercase().windows(7).any(|w| w == b"chunked")
@@ -133,35 +127,6 @@ fn chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, &'static str> {
     }
 }
 
-fn body_then(h: Head<'_>, buf: &[u8], body: Body, eof: bool, mut m: Message) -> Step {
-    let rest = &buf[h.len..];
-    match body {
-        Body::Length(n) => {
-            let Ok(n) = usize::try_from(n) else {
-                return Step::Invalid("body too large");
-            };
-            if rest.len() < n {
-                return Step::Incomplete;
-            }
-            m.body = rest[..n].to_vec();
-            Step::Message(m, h.len + n)
-        }
-        Body::Chunked => match chunked(rest) {
-            Ok(Some((payload, n))) => {
-                m.body = payload;
-                Step::Message(m, h.len + n)
-            }
-            Ok(None) => Step::Incomplete,
-            Err(why) => Step::Invalid(why),
-        },
-        Body::Close if eof => {
-            m.body = rest.to_vec();
-            Step::Message(m, buf.len())
-        }
-        Body::Close => Step::Incomplete,
-    }
-}
-
 fn host(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
     // The first one, as many servers take it.
     fields.iter().find(|f| f.0 == b"host").map(|f| f.1.clone())
@@ -193,7 +158,7 @@ fn request(buf: &[u8]) -> Step {
         host: host(&h.fields),
         body: Vec::new(),
     };
-    body_then(h, buf, body, false, m)
+    body_then(h.len, buf, body, false, chunked, m)
 }
 
 fn response(buf: &[u8], asked: Asked, eof: bool) -> Step {
@@ -227,7 +192,7 @@ fn response(buf: &[u8], asked: Asked, eof: bool) -> Step {
         host: None,
         body: Vec::new(),
     };
-    body_then(h, buf, body, eof, m)
+    body_then(h.len, buf, body, eof, chunked, m)
 }
 
 /// Every request in `buf`, and how the bytes after the last one end.

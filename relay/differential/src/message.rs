@@ -80,3 +80,55 @@ pub(crate) fn read_all(buf: &[u8], mut step: impl FnMut(&[u8]) -> Step) -> (Vec<
 pub(crate) fn bodiless(status: u16, asked: Asked) -> bool {
     asked.head || (100..200).contains(&status) || status == 204 || status == 304
 }
+
+/// How a parser decided a body is delimited.
+pub(crate) enum Body {
+    /// This many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the connection closes.
+    Close,
+}
+
+/// A chunked-body reader: the payload and the bytes used, `Ok(None)` while incomplete.
+pub(crate) type ChunkedReader = fn(&[u8]) -> Result<Option<(Vec<u8>, usize)>, &'static str>;
+
+/// Finishes `m`, whose head took `head_len` bytes of `buf`, by reading its body as `body`
+/// says (chunked ones with the parser's own `chunked`); `eof` when the stream ended with
+/// `buf`.
+pub(crate) fn body_then(
+    head_len: usize,
+    buf: &[u8],
+    body: Body,
+    eof: bool,
+    chunked: ChunkedReader,
+    mut m: Message,
+) -> Step {
+    let rest = &buf[head_len..];
+    match body {
+        Body::Length(n) => {
+            let Ok(n) = usize::try_from(n) else {
+                return Step::Invalid("body too large");
+            };
+            if rest.len() < n {
+                return Step::Incomplete;
+            }
+            m.body = rest[..n].to_vec();
+            Step::Message(m, head_len + n)
+        }
+        Body::Chunked => match chunked(rest) {
+            Ok(Some((payload, n))) => {
+                m.body = payload;
+                Step::Message(m, head_len + n)
+            }
+            Ok(None) => Step::Incomplete,
+            Err(why) => Step::Invalid(why),
+        },
+        Body::Close if eof => {
+            m.body = rest.to_vec();
+            Step::Message(m, buf.len())
+        }
+        Body::Close => Step::Incomplete,
+    }
+}

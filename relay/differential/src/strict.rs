@@ -3,7 +3,7 @@
 //! `Transfer-Encoding` exactly `chunked`, chunked bodies by the grammar. It is the kind of
 //! upstream (gunicorn, h11) that reads a bare LF as an error, or not as a line end.
 
-use crate::message::{Asked, Message, Step, Tail, bodiless, read_all};
+use crate::message::{Asked, Body, Message, Step, Tail, bodiless, body_then, read_all};
 
 fn tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -82,13 +82,6 @@ fn head(buf: &[u8], skip_empty: bool) -> Result<Option<Head<'_>>, &'static str> 
         }
         fields.push((name.to_ascii_lowercase(), value));
     }
-}
-
-/// The body framing of a head: `Ok(None)` for a close-delimited body.
-enum Body {
-    Length(u64),
-    Chunked,
-    Close,
 }
 
 fn framing(fields: &[(Vec<u8>, &[u8])], http10: bool) -> Result<Body, &'static str> {
@@ -223,35 +216,6 @@ fn chunk_extensions(mut s: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn body_then(h: Head<'_>, buf: &[u8], body: Body, eof: bool, mut m: Message) -> Step {
-    let rest = &buf[h.len..];
-    match body {
-        Body::Length(n) => {
-            let Ok(n) = usize::try_from(n) else {
-                return Step::Invalid("body too large");
-            };
-            if rest.len() < n {
-                return Step::Incomplete;
-            }
-            m.body = rest[..n].to_vec();
-            Step::Message(m, h.len + n)
-        }
-        Body::Chunked => match chunked(rest) {
-            Ok(Some((payload, n))) => {
-                m.body = payload;
-                Step::Message(m, h.len + n)
-            }
-            Ok(None) => Step::Incomplete,
-            Err(why) => Step::Invalid(why),
-        },
-        Body::Close if eof => {
-            m.body = rest.to_vec();
-            Step::Message(m, buf.len())
-        }
-        Body::Close => Step::Incomplete,
-    }
-}
-
 fn host(fields: &[(Vec<u8>, &[u8])]) -> Result<Option<Vec<u8>>, &'static str> {
     let hosts: Vec<_> = fields.iter().filter(|f| f.0 == b"host").collect();
     match hosts.as_slice() {
@@ -300,7 +264,7 @@ pub fn request(buf: &[u8]) -> Step {
         host,
         body: Vec::new(),
     };
-    body_then(h, buf, body, false, m)
+    body_then(h.len, buf, body, false, chunked, m)
 }
 
 fn response(buf: &[u8], asked: Asked, eof: bool) -> Step {
@@ -344,7 +308,7 @@ fn response(buf: &[u8], asked: Asked, eof: bool) -> Step {
         host: None,
         body: Vec::new(),
     };
-    body_then(h, buf, body, eof, m)
+    body_then(h.len, buf, body, eof, chunked, m)
 }
 
 /// Every request in `buf`, and how the bytes after the last one end.
