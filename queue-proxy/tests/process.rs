@@ -119,6 +119,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_oversized_heads_are_refused_within_a_bounded_memory() {
     const CLIENTS: usize = 2000;
+    // This test holds a connection per client too.
+    sluice_runtime::raise_fd_limit().unwrap();
     let user = Upstream::start().await;
     let (child, qp, _) = spawn(user.addr, None).await;
     let pid = child.id().unwrap();

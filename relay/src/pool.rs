@@ -24,6 +24,10 @@ pub struct Conn {
     idle_since: Instant,
 }
 
+/// The longest a new connection may take: an address that drops packets (a pod that went
+/// away) fails here instead of after the kernel's two minutes of SYN retries.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often, at most, the pool sweeps out idle connections when one comes back.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -86,9 +90,11 @@ impl Pool {
         Self::connect(addr).await
     }
 
-    /// A new connection to `addr`.
+    /// A new connection to `addr`, within [`CONNECT_TIMEOUT`].
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,

@@ -99,7 +99,7 @@ fn framing(fields: &[(Vec<u8>, &[u8])], http10: bool) -> Result<Body, &'static s
         (None, Some(_)) => Err("unsupported transfer coding"),
         (Some(cl), None) => {
             let v = cl.1;
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
                 return Err("bad content-length");
             }
             Ok(Body::Length(
