@@ -318,7 +318,8 @@ impl Downstream {
     /// not lost to a reset (a close with unread data sends one).
     async fn drain_and_close(&mut self) {
         let _ = self.stream.shutdown().await;
-        let mut sink = [0u8; 4096];
+        // On the heap: a buffer on the stack here would sit in every connection's task.
+        let mut sink = vec![0u8; 4096];
         let _ = tokio::time::timeout(LINGER_TIME, async {
             while let Ok(Ok(n)) =
                 tokio::time::timeout(LINGER_IDLE, self.stream.read(&mut sink)).await
