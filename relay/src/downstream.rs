@@ -95,8 +95,8 @@ impl Downstream {
     /// timeout, shutting down while idle, or refused (answered with the refusal's status).
     pub async fn next_request(&mut self, edit: Option<&Edit<'_>>) -> Option<RequestHead> {
         self.continued = false;
-        // The first request's head is timed from the connection's start, later ones from
-        // their first byte.
+        // The first request's head is timed from the connection's start, later ones from the
+        // read that brought their first bytes without the rest.
         let mut since = (self.served == 0).then_some(self.accepted);
         loop {
             if self.buf.is_empty() {
@@ -108,7 +108,6 @@ impl Downstream {
                     return None;
                 }
             }
-            let started = *since.get_or_insert_with(Instant::now);
             match parse_request(&self.buf, self.limits.max_head, edit, &mut self.head) {
                 Ok(Some(req)) => {
                     self.unconsumed = req.len;
@@ -126,6 +125,9 @@ impl Downstream {
                     return None;
                 }
             }
+            // An incomplete head: from now on it is timed (a whole head in one read, the usual
+            // case, never reads the clock).
+            let started = *since.get_or_insert_with(Instant::now);
             let room = self.limits.max_head.saturating_sub(self.buf.len()).max(1);
             let read = tokio::time::timeout_at(
                 started + self.limits.head_timeout,
@@ -158,8 +160,9 @@ impl Downstream {
     /// Waits on an idle keep-alive connection for the next request's first bytes, at most
     /// the keep-alive timeout; after [`LINGER`] its buffers are given back.
     async fn wait_idle(&mut self) -> bool {
-        let idle_until = Instant::now() + self.limits.keepalive_timeout;
-        let mut wake = (Instant::now() + LINGER).min(idle_until);
+        let now = Instant::now();
+        let idle_until = now + self.limits.keepalive_timeout;
+        let mut wake = (now + LINGER).min(idle_until);
         let mut released = false;
         loop {
             let woke = {
