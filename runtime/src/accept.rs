@@ -143,22 +143,28 @@ fn is_per_connection(e: &io::Error) -> bool {
 struct ErrorLog {
     last_line: Option<Instant>,
     unreported: u64,
+    /// Failed since the last recovery line, whether or not every failure was reported.
+    failing: bool,
 }
 
 impl ErrorLog {
     /// A failure at `now`; `Some(count)` when a line is due, counting failures since the last.
     fn failed(&mut self, now: Instant) -> Option<u64> {
         self.unreported += 1;
+        self.failing = true;
         self.line_due(now)
     }
 
-    /// A success at `now` after failures; `Some(count)` of failures not yet reported, when a
-    /// line is due.
+    /// A success at `now`; after failures, `Some(count)` of those not yet reported (perhaps
+    /// none) once a line is due. A listener flapping at its limit thus logs one line a second,
+    /// and the first success due after the last failure always says it recovered.
     fn recovered(&mut self, now: Instant) -> Option<u64> {
-        if self.unreported == 0 {
+        if !self.failing {
             return None;
         }
-        self.line_due(now)
+        let line = self.line_due(now);
+        self.failing = line.is_none();
+        line
     }
 
     fn line_due(&mut self, now: Instant) -> Option<u64> {
@@ -194,6 +200,10 @@ mod tests {
         assert_eq!(log.recovered(at(2000)), Some(1));
         assert_eq!(log.recovered(at(5000)), None, "nothing left to report");
         assert_eq!(log.failed(at(9000)), Some(1));
+        // Every failure reported already: recovery still gets its line, saying none are left.
+        assert_eq!(log.recovered(at(9500)), None);
+        assert_eq!(log.recovered(at(10_000)), Some(0));
+        assert_eq!(log.recovered(at(11_000)), None);
     }
 
     #[tokio::test(start_paused = true)]
