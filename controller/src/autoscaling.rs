@@ -6,10 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
-use sluice_platform::{ActivatorStat, RevisionKey, Workloads};
+use sluice_platform::{ActivatorStat, Clock, RevisionKey, Workloads};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -23,22 +23,22 @@ pub const TICK_PERIOD: Duration = Duration::from_secs(2);
 /// activator's reports.
 pub struct Autoscaler {
     scalers: Mutex<HashMap<RevisionKey, RevisionScaler>>,
-    origin: Instant,
+    clock: Arc<dyn Clock>,
     changes: watch::Sender<u64>,
 }
 
 impl Autoscaler {
-    /// No revisions yet.
-    pub fn new() -> Arc<Self> {
+    /// No revisions yet; windows and decisions on `clock`'s monotonic time.
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             scalers: Mutex::default(),
-            origin: Instant::now(),
+            clock,
             changes: watch::channel(0).0,
         })
     }
 
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        self.clock.elapsed()
     }
 
     /// A signal that changes whenever a decision changes a revision's scale or activity.
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_report_for_a_revision_at_zero_decides_at_once() {
-        let a = Autoscaler::new();
+        let a = Autoscaler::new(Arc::new(sluice_platform::SystemClock::new()));
         let key = RevisionKey::new("default", "hello-00001");
         let cfg = AutoscalerConfig {
             allow_zero_initial_scale: true,

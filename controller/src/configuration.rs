@@ -4,7 +4,7 @@ use sluice_crds::condition::{self, Condition, ConditionStatus};
 use sluice_crds::configuration::ConfigurationStatusFields;
 use sluice_crds::{Configuration, ConfigurationStatus, Revision, keys, names};
 
-use crate::meta::{label, non_empty, owner_ref};
+use crate::meta::{label, non_empty, owner_ref, transition_time};
 
 /// The name of the revision for the configuration's current generation.
 pub fn revision_name(cfg: &Configuration) -> String {
@@ -43,14 +43,20 @@ pub fn desired_revision(cfg: &Configuration) -> Revision {
     rev
 }
 
-/// Whether `rev` was stamped by `cfg`.
+/// Whether `rev` was stamped by `cfg`: its configuration label names `cfg`, in `cfg`'s
+/// namespace (a same-named configuration elsewhere owns its own revisions).
 pub fn owns(cfg: &Configuration, rev: &Revision) -> bool {
     label(&rev.metadata, keys::CONFIGURATION) == cfg.metadata.name.as_deref()
+        && rev.metadata.namespace == cfg.metadata.namespace
 }
 
 /// The configuration's status: latest created is the current generation's revision; latest
 /// ready is the newest Ready revision; Ready follows the latest created revision.
-pub fn status(cfg: &Configuration, revisions: &[Revision]) -> ConfigurationStatus {
+pub fn status(
+    cfg: &Configuration,
+    revisions: &[Revision],
+    now: jiff::Timestamp,
+) -> ConfigurationStatus {
     let created_name = revision_name(cfg);
     let created = revisions
         .iter()
@@ -81,7 +87,7 @@ pub fn status(cfg: &Configuration, revisions: &[Revision]) -> ConfigurationStatu
         .unwrap_or(&[]);
     ConfigurationStatus {
         observed_generation: cfg.metadata.generation,
-        conditions: condition::merge(previous, vec![ready], &crate::driver::now()),
+        conditions: condition::merge(previous, vec![ready], &transition_time(now)),
         fields: ConfigurationStatusFields {
             latest_created_revision_name: created.map(|_| created_name.clone()),
             latest_ready_revision_name: latest_ready.and_then(|r| r.metadata.name.clone()),
@@ -92,6 +98,7 @@ pub fn status(cfg: &Configuration, revisions: &[Revision]) -> ConfigurationStatu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::t0;
     use sluice_crds::ConfigurationSpec;
 
     fn config(generation: i64) -> Configuration {
@@ -127,7 +134,7 @@ mod tests {
             desired_revision(&config(2)),
             Condition::unknown("Ready", "Deploying", ""),
         );
-        let st = status(&config(2), &[old.clone(), new]);
+        let st = status(&config(2), &[old.clone(), new], t0());
         assert_eq!(
             st.fields.latest_created_revision_name.as_deref(),
             Some("hello-00002")
@@ -141,7 +148,7 @@ mod tests {
             desired_revision(&config(2)),
             Condition::false_("Ready", "ExitCode1", "boom"),
         );
-        let st = status(&config(2), &[old, failed]);
+        let st = status(&config(2), &[old, failed], t0());
         let r = condition::find(&st.conditions, "Ready").unwrap();
         assert_eq!(r.reason.as_deref(), Some("RevisionFailed"));
         assert_eq!(

@@ -1,7 +1,12 @@
-//! Sluice's controllers. Each reconciler is a pure function from observed objects to desired
-//! objects and status ([`service`], [`configuration`], [`revision`], [`route`], [`routing`]),
-//! unit-tested without I/O; the [`driver`] reads and writes through the platform seams, and
-//! [`autoscaling`] feeds every revision's autoscaler and decides its scale.
+//! Sluice's controllers. Each reconciler is a pure function from observed objects (and `now`)
+//! to desired objects and status ([`service`], [`configuration`], [`revision`], [`route`],
+//! [`routing`], [`gc`], [`rollout`]); the [`plan`] of a pass decides what is orphaned,
+//! routed, reachable and garbage. All of that is tested without I/O. The [`driver`] reads and
+//! writes through the platform seams and reads time from a `Clock`, so it is tested
+//! in-process on a driven clock; [`autoscaling`] feeds every revision's autoscaler.
+//!
+//! Must not depend on a platform's implementation (SQLite, kube-rs, processes): only on the
+//! seams in `sluice-platform`.
 
 pub mod autoscaling;
 pub mod configuration;
@@ -9,6 +14,7 @@ pub mod driver;
 pub mod gc;
 pub mod kube_routing;
 pub mod meta;
+pub mod plan;
 pub mod revision;
 pub mod rollout;
 pub mod route;
@@ -16,4 +22,4 @@ pub mod routing;
 pub mod service;
 
 pub use autoscaling::Autoscaler;
-pub use driver::{Controller, Settings};
+pub use driver::Controller;

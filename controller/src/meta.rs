@@ -41,6 +41,19 @@ pub fn annotations(meta: &ObjectMeta) -> BTreeMap<String, String> {
     meta.annotations.clone().unwrap_or_default()
 }
 
+/// `now` as a condition's `lastTransitionTime`: RFC 3339 to the second, as Kubernetes writes it.
+pub fn transition_time(now: jiff::Timestamp) -> String {
+    now.round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// A fixed time for tests of the reconcilers: 2026-12-01T00:00:00Z.
+#[cfg(test)]
+pub(crate) fn t0() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_764_547_200).expect("in range")
+}
+
 /// `Some(map)` unless empty, as metadata stores it.
 pub fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     (!map.is_empty()).then_some(map)

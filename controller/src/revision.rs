@@ -101,6 +101,7 @@ pub fn status(
     rev: &Revision,
     observed: Option<&WorkloadStatus>,
     activity: Option<Activity>,
+    now: jiff::Timestamp,
 ) -> RevisionStatus {
     let previous = rev
         .status
@@ -174,7 +175,7 @@ pub fn status(
         conditions: condition::merge(
             previous,
             vec![active, healthy, resources, ready],
-            &crate::driver::now(),
+            &crate::meta::transition_time(now),
         ),
         log_url: None,
         actual_replicas: Some(actual),
@@ -185,6 +186,7 @@ pub fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::t0;
     use sluice_crds::RevisionSpec;
     use sluice_crds::template::Container;
     use sluice_platform::workloads::Failure;
@@ -239,7 +241,7 @@ mod tests {
             desired: 0,
             ..WorkloadStatus::default()
         };
-        let st = status(&r, Some(&idle), Some(Activity::Inactive));
+        let st = status(&r, Some(&idle), Some(Activity::Inactive), t0());
         assert!(
             condition::is_ready(&st.conditions),
             "an inactive revision stays Ready"
@@ -255,7 +257,7 @@ mod tests {
             desired: 1,
             ..WorkloadStatus::default()
         };
-        let st = status(&r, Some(&waking), Some(Activity::Activating));
+        let st = status(&r, Some(&waking), Some(Activity::Activating), t0());
         assert!(condition::is_ready(&st.conditions), "{st:?}");
         assert_eq!(reason(&st), "Queued");
         assert_eq!(
@@ -274,7 +276,7 @@ mod tests {
             }),
             ..WorkloadStatus::default()
         };
-        let st = status(&rev(), Some(&failing), Some(Activity::Activating));
+        let st = status(&rev(), Some(&failing), Some(Activity::Activating), t0());
         let ready = condition::find(&st.conditions, "Ready").unwrap();
         assert_eq!(ready.reason.as_deref(), Some("ExitCode3"));
         assert_eq!(
@@ -286,7 +288,7 @@ mod tests {
             endpoints: vec!["127.0.0.1:1".parse().unwrap()],
             ..WorkloadStatus::default()
         };
-        let st = status(&rev(), Some(&ok), Some(Activity::Active));
+        let st = status(&rev(), Some(&ok), Some(Activity::Active), t0());
         assert!(condition::is_ready(&st.conditions));
         assert_eq!(st.actual_replicas, Some(1));
     }

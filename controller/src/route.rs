@@ -172,7 +172,7 @@ pub fn status(
         conditions: condition::merge(
             &previous.conditions,
             vec![assigned, cert, ingress, ready],
-            &crate::driver::now(),
+            &crate::meta::transition_time(now),
         ),
         fields: RouteStatusFields {
             url: Some(format!("{scheme}://{}", net.host(name, namespace, domain))),

@@ -82,7 +82,12 @@ fn child_ready(
 /// The Service's status from its children: ConfigurationsReady and RoutesReady propagate the
 /// children's Ready (OutOfDate while a child has not caught up), RoutesReady waits for traffic
 /// to reach the latest ready revision, and the children's status fields are inlined.
-pub fn status(svc: &Service, cfg: Option<&Configuration>, route: Option<&Route>) -> ServiceStatus {
+pub fn status(
+    svc: &Service,
+    cfg: Option<&Configuration>,
+    route: Option<&Route>,
+    now: jiff::Timestamp,
+) -> ServiceStatus {
     let mut out = ServiceStatus {
         observed_generation: svc.metadata.generation,
         ..ServiceStatus::default()
@@ -140,7 +145,7 @@ pub fn status(svc: &Service, cfg: Option<&Configuration>, route: Option<&Route>)
     out.conditions = condition::merge(
         previous,
         vec![configs_ready, routes_ready, ready],
-        &crate::driver::now(),
+        &crate::meta::transition_time(now),
     );
     out
 }
@@ -148,6 +153,7 @@ pub fn status(svc: &Service, cfg: Option<&Configuration>, route: Option<&Route>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::t0;
     use sluice_crds::manifest::parse_documents;
     use sluice_crds::{Object, TrafficTarget};
 
@@ -180,7 +186,7 @@ mod tests {
     #[test]
     fn status_waits_for_children_then_for_traffic() {
         let svc = hello();
-        let st = status(&svc, None, None);
+        let st = status(&svc, None, None, t0());
         assert!(!condition::is_ready(&st.conditions));
 
         let mut cfg = desired_configuration(&svc);
@@ -206,13 +212,13 @@ mod tests {
             ..Default::default()
         }];
         route.status = Some(rs.clone());
-        let st = status(&svc, Some(&cfg), Some(&route));
+        let st = status(&svc, Some(&cfg), Some(&route), t0());
         let routes_ready = condition::find(&st.conditions, "RoutesReady").unwrap();
         assert_eq!(routes_ready.reason.as_deref(), Some("TrafficNotMigrated"));
 
         rs.fields.traffic[0].revision_name = Some("hello-00002".into());
         route.status = Some(rs);
-        let st = status(&svc, Some(&cfg), Some(&route));
+        let st = status(&svc, Some(&cfg), Some(&route), t0());
         assert!(condition::is_ready(&st.conditions), "{:?}", st.conditions);
         assert_eq!(
             st.configuration.latest_ready_revision_name.as_deref(),

@@ -19,9 +19,9 @@ use kube::api::{Api, PostParams};
 use sluice_controller::{Autoscaler, Controller};
 use sluice_crds::config::{Configs, DefaultsConfig};
 use sluice_crds::{Object, ObjectKind, Revision, manifest};
-use sluice_platform::Store;
 use sluice_platform::kube::{KubeStore, KubeWorkloads, KubeWorkloadsConfig};
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::{Clock, Store, SystemClock};
 use tokio::sync::watch;
 
 fn hello(target: &str) -> Object {
@@ -123,13 +123,15 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
     workloads.watch();
     let (_settings_tx, settings) = watch::channel(Arc::new(Configs::default()));
     let (snapshot_tx, _snapshot) = watch::channel(Arc::new(RoutingSnapshot::default()));
-    let autoscaler = Autoscaler::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let autoscaler = Autoscaler::new(clock.clone());
     let controller = Controller::new(
         store.clone(),
         workloads.clone(),
         autoscaler.clone(),
         settings,
         snapshot_tx,
+        clock,
     );
     let (stop_tx, mut stop) = watch::channel(false);
     let mut stop_scaling = stop.clone();

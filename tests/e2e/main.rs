@@ -8,6 +8,7 @@ mod autoscaling;
 mod harness;
 mod kubernetes;
 mod lifecycle;
+mod namespaces;
 mod rollout;
 mod serving;
 mod traffic;

@@ -16,9 +16,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::ActivatorStat;
 use sluice_platform::kube::{Elector, KubeStore, KubeWorkloads, KubeWorkloadsConfig, LeaseTimings};
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::{ActivatorStat, Clock, SystemClock};
 use sluice_runtime::accept::Acceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -146,7 +146,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let identity = identity(&args);
-    let autoscaler = Autoscaler::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let autoscaler = Autoscaler::new(clock.clone());
     let stats = Arc::new(Stats {
         autoscaler: autoscaler.clone(),
         leader: AtomicBool::new(false),
@@ -198,7 +199,7 @@ pub async fn run(
     ));
     // The activators build their own snapshots from the cluster; this one is unused.
     let (routing, _) = watch::channel(Arc::new(RoutingSnapshot::default()));
-    let controller = Controller::new(store, workloads, autoscaler, settings, routing);
+    let controller = Controller::new(store, workloads, autoscaler, settings, routing, clock);
     let reconciling = tokio::spawn(controller.run(stopped(stop_rx)));
     tracing::info!(%identity, "Controller and autoscaler running.");
 

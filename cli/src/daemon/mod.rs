@@ -22,6 +22,7 @@ use sluice_controller::{Autoscaler, Controller};
 use sluice_platform::local::process::Process;
 use sluice_platform::local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::{Clock, SystemClock};
 use sluice_runtime::accept::Acceptor;
 use tokio::net::UnixListener;
 use tokio::process::Command;
@@ -125,7 +126,8 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let autoscaler = Autoscaler::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let autoscaler = Autoscaler::new(clock.clone());
     let autoscaler_task = tokio::spawn(sluice_controller::autoscaling::run(
         autoscaler.clone(),
         supervisor.clone(),
@@ -137,6 +139,7 @@ pub async fn run(
         autoscaler.clone(),
         settings_rx.clone(),
         routing_tx,
+        clock,
     );
     let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
 

@@ -1,0 +1,448 @@
+//! The driver in-process: a real store (SQLite in memory), a workloads seam that reports
+//! what it was asked for, and a clock that moves only when a test says. Each test runs passes
+//! by hand and reads what they wrote.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_crds::config::{Configs, GcConfig};
+use sluice_crds::manifest::parse_documents;
+use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_platform::local::sqlite::SqliteStore;
+use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::workloads::WorkloadError;
+use sluice_platform::{ManualClock, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads};
+use tokio::sync::watch;
+
+use super::Controller;
+use crate::autoscaling::Autoscaler;
+
+/// Runs what it is asked to at once: every replica asked for is ready.
+#[derive(Default)]
+struct InstantWorkloads {
+    specs: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
+    changes: watch::Sender<u64>,
+}
+
+impl InstantWorkloads {
+    fn replicas(&self, ns: &str, name: &str) -> Option<u32> {
+        let specs = self.specs.lock().unwrap();
+        specs.get(&RevisionKey::new(ns, name)).map(|s| s.replicas)
+    }
+}
+
+impl Workloads for InstantWorkloads {
+    async fn ensure(&self, spec: WorkloadSpec) -> Result<(), WorkloadError> {
+        self.specs.lock().unwrap().insert(spec.key.clone(), spec);
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &RevisionKey) -> Result<(), WorkloadError> {
+        self.specs.lock().unwrap().remove(key);
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
+        let specs = self.specs.lock().unwrap();
+        let spec = specs.get(key)?;
+        let endpoints: Vec<SocketAddr> = (0..spec.replicas)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 20_000 + u16::try_from(i).unwrap())))
+            .collect();
+        Some(WorkloadStatus {
+            desired: spec.replicas,
+            metrics: endpoints.clone(),
+            endpoints,
+            failure: None,
+        })
+    }
+
+    fn keys(&self) -> Vec<RevisionKey> {
+        self.specs.lock().unwrap().keys().cloned().collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+struct World {
+    store: Arc<SqliteStore>,
+    workloads: Arc<InstantWorkloads>,
+    clock: Arc<ManualClock>,
+    snapshot: watch::Receiver<Arc<RoutingSnapshot>>,
+    controller: Controller<SqliteStore, InstantWorkloads>,
+}
+
+impl World {
+    fn new(configs: Configs) -> Self {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let workloads = Arc::new(InstantWorkloads::default());
+        // The store stamps creation with the wall clock; the driven clock starts there too.
+        let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+        let autoscaler = Autoscaler::new(clock.clone());
+        let (snapshot_tx, snapshot) = watch::channel(Arc::new(RoutingSnapshot::default()));
+        let (_settings_tx, settings) = watch::channel(Arc::new(configs));
+        let controller = Controller::new(
+            store.clone(),
+            workloads.clone(),
+            autoscaler,
+            settings,
+            snapshot_tx,
+            clock.clone(),
+        );
+        Self {
+            store,
+            workloads,
+            clock,
+            snapshot,
+            controller,
+        }
+    }
+
+    /// Passes until one writes nothing (the level is reached), at most ten.
+    async fn settle(&self) -> Option<Duration> {
+        let mut requeue = None;
+        for _ in 0..10 {
+            let before = *self.store.changes().borrow();
+            requeue = self.controller.reconcile_all().await.unwrap();
+            if *self.store.changes().borrow() == before {
+                return requeue;
+            }
+        }
+        panic!("ten passes and still writing; last requeue {requeue:?}")
+    }
+
+    /// Applies a service as the daemon's admission does: defaults, then create or update.
+    async fn apply(&self, yaml: &str) {
+        let mut obj = parse_documents(yaml).unwrap().remove(0);
+        obj.set_defaults(&Default::default());
+        let existing = self
+            .store
+            .get(obj.kind(), obj.namespace(), obj.name())
+            .await
+            .unwrap();
+        match existing {
+            None => {
+                self.store.create(obj).await.unwrap();
+            }
+            Some(have) => {
+                obj.meta_mut()
+                    .resource_version
+                    .clone_from(&have.meta().resource_version);
+                self.store.update(obj).await.unwrap();
+            }
+        }
+    }
+
+    async fn get(&self, kind: ObjectKind, ns: &str, name: &str) -> Option<Object> {
+        self.store.get(kind, ns, name).await.unwrap()
+    }
+
+    async fn service(&self, ns: &str, name: &str) -> Service {
+        match self.get(ObjectKind::Service, ns, name).await {
+            Some(Object::Service(s)) => s,
+            other => panic!("no service {ns}/{name}: {other:?}"),
+        }
+    }
+
+    async fn configuration(&self, ns: &str, name: &str) -> Configuration {
+        match self.get(ObjectKind::Configuration, ns, name).await {
+            Some(Object::Configuration(c)) => c,
+            other => panic!("no configuration {ns}/{name}: {other:?}"),
+        }
+    }
+
+    async fn route(&self, ns: &str, name: &str) -> Route {
+        match self.get(ObjectKind::Route, ns, name).await {
+            Some(Object::Route(r)) => r,
+            other => panic!("no route {ns}/{name}: {other:?}"),
+        }
+    }
+
+    async fn revisions(&self, ns: &str) -> Vec<String> {
+        let all = self
+            .store
+            .list(ObjectKind::Revision, Some(ns))
+            .await
+            .unwrap();
+        all.iter().map(|o| o.name().to_owned()).collect()
+    }
+}
+
+fn service_yaml(ns: &str, name: &str, target: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  template:\n    spec:\n      containers:\n        - command: [hello]\n          env: [{{name: TARGET, value: {target}}}]\n"
+    )
+}
+
+fn ready(conditions: &[sluice_crds::Condition]) -> (String, String) {
+    let c = sluice_crds::condition::find(conditions, "Ready").expect("a Ready condition");
+    (
+        format!("{:?}", c.status),
+        c.reason.clone().unwrap_or_default(),
+    )
+}
+
+fn traffic(route: &Route) -> Vec<(String, i64)> {
+    let st = route.status.as_ref().expect("route status");
+    st.fields
+        .traffic
+        .iter()
+        .map(|t| {
+            (
+                t.revision_name.clone().unwrap_or_default(),
+                t.percent.unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_service_becomes_ready_and_routed() {
+    let w = World::new(Configs::default());
+    w.apply(&service_yaml("default", "hello", "a", "")).await;
+    w.settle().await;
+    let svc = w.service("default", "hello").await;
+    let st = svc.status.as_ref().unwrap();
+    assert_eq!(ready(&st.conditions), ("True".into(), String::new()));
+    assert_eq!(w.workloads.replicas("default", "hello-00001"), Some(1));
+    let route = w.route("default", "hello").await;
+    assert_eq!(traffic(&route), [("hello-00001".to_owned(), 100)]);
+    let snapshot = w.snapshot.borrow().clone();
+    let host = &snapshot.hosts["hello.default.svc.cluster.local"];
+    assert_eq!(
+        host.targets[0].revision,
+        RevisionKey::new("default", "hello-00001")
+    );
+    let backends = snapshot
+        .revision(&RevisionKey::new("default", "hello-00001"))
+        .unwrap();
+    assert_eq!(backends.endpoints.len(), 1, "the ready replica is routed");
+}
+
+#[tokio::test]
+async fn same_named_services_in_two_namespaces_stay_apart() {
+    let configs = Configs {
+        gc: GcConfig {
+            retain_since_create_time: None,
+            retain_since_last_active_time: None,
+            min_non_active_revisions: 0,
+            max_non_active_revisions: Some(0),
+        },
+        ..Configs::default()
+    };
+    let w = World::new(configs);
+    w.apply(&service_yaml("e1", "same", "a", "")).await;
+    w.apply(&service_yaml("e2", "same", "a", "")).await;
+    w.settle().await;
+    // Only e1 moves to a second revision.
+    w.apply(&service_yaml("e1", "same", "b", "")).await;
+    w.settle().await;
+
+    let e1 = w.configuration("e1", "same").await;
+    let e2 = w.configuration("e2", "same").await;
+    let latest = |c: &Configuration| {
+        let f = &c.status.as_ref().unwrap().fields;
+        (
+            f.latest_created_revision_name.clone().unwrap(),
+            f.latest_ready_revision_name.clone().unwrap(),
+        )
+    };
+    assert_eq!(latest(&e1), ("same-00002".into(), "same-00002".into()));
+    assert_eq!(
+        latest(&e2),
+        ("same-00001".into(), "same-00001".into()),
+        "e2 never takes e1's revision"
+    );
+    for ns in ["e1", "e2"] {
+        let svc = w.service(ns, "same").await;
+        assert_eq!(
+            ready(&svc.status.as_ref().unwrap().conditions),
+            ("True".into(), String::new()),
+            "{ns}/same"
+        );
+    }
+    assert_eq!(
+        traffic(&w.route("e1", "same").await),
+        [("same-00002".into(), 100)]
+    );
+    assert_eq!(
+        traffic(&w.route("e2", "same").await),
+        [("same-00001".into(), 100)]
+    );
+    let e2_url = w
+        .route("e2", "same")
+        .await
+        .status
+        .unwrap()
+        .fields
+        .url
+        .unwrap();
+    assert_eq!(e2_url, "http://same.e2.svc.cluster.local");
+
+    // config-gc keeps nothing non-active: e1's first revision goes, e2's (routed) stays.
+    assert_eq!(w.revisions("e1").await, ["same-00002"]);
+    assert_eq!(w.revisions("e2").await, ["same-00001"]);
+    assert_eq!(w.workloads.replicas("e1", "same-00001"), None);
+    assert_eq!(w.workloads.replicas("e2", "same-00001"), Some(1));
+
+    let snapshot = w.snapshot.borrow().clone();
+    let target = |host: &str| snapshot.hosts[host].targets[0].revision.clone();
+    assert_eq!(
+        target("same.e1.svc.cluster.local"),
+        RevisionKey::new("e1", "same-00002")
+    );
+    assert_eq!(
+        target("same.e2.svc.cluster.local"),
+        RevisionKey::new("e2", "same-00001")
+    );
+
+    // Deleting e1's service takes its children with it, and nothing of e2's.
+    w.store
+        .delete(ObjectKind::Service, "e1", "same")
+        .await
+        .unwrap();
+    w.settle().await;
+    assert!(
+        w.get(ObjectKind::Configuration, "e1", "same")
+            .await
+            .is_none()
+    );
+    assert!(w.get(ObjectKind::Route, "e1", "same").await.is_none());
+    assert!(w.revisions("e1").await.is_empty());
+    assert_eq!(w.workloads.replicas("e1", "same-00002"), None);
+    assert_eq!(w.revisions("e2").await, ["same-00001"]);
+    assert_eq!(w.workloads.replicas("e2", "same-00001"), Some(1));
+    assert!(
+        w.snapshot
+            .borrow()
+            .hosts
+            .contains_key("same.e2.svc.cluster.local")
+    );
+    assert!(
+        !w.snapshot
+            .borrow()
+            .hosts
+            .contains_key("same.e1.svc.cluster.local")
+    );
+}
+
+#[tokio::test]
+async fn an_unrouted_older_revision_stops_at_once() {
+    let w = World::new(Configs::default());
+    w.apply(&service_yaml("default", "hello", "a", "")).await;
+    w.settle().await;
+    w.apply(&service_yaml("default", "hello", "b", "")).await;
+    w.settle().await;
+    assert_eq!(w.workloads.replicas("default", "hello-00002"), Some(1));
+    assert_eq!(
+        w.workloads.replicas("default", "hello-00001"),
+        Some(0),
+        "nothing can reach it, so it runs no replica"
+    );
+    let rev = match w.get(ObjectKind::Revision, "default", "hello-00001").await {
+        Some(Object::Revision(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        crate::meta::label(&rev.metadata, sluice_crds::keys::ROUTING_STATE),
+        Some("reserve")
+    );
+}
+
+#[tokio::test]
+async fn a_gradual_rollout_steps_on_the_driven_clock() {
+    let w = World::new(Configs::default());
+    let rollout = "serving.knative.dev/rollout-duration: 100s";
+    w.apply(&service_yaml("default", "hello", "a", rollout))
+        .await;
+    w.settle().await;
+    w.apply(&service_yaml("default", "hello", "b", rollout))
+        .await;
+    let requeue = w.settle().await;
+    let split = |r: &Route| {
+        let mut t = traffic(r);
+        t.sort();
+        t
+    };
+    assert_eq!(
+        split(&w.route("default", "hello").await),
+        [("hello-00001".into(), 99), ("hello-00002".into(), 1)]
+    );
+    let step = requeue.expect("the next step is timed");
+    assert!(step <= Duration::from_secs(2), "{step:?}");
+
+    w.clock.advance(Duration::from_secs(50));
+    w.settle().await;
+    let half = split(&w.route("default", "hello").await);
+    assert_eq!(half[0].0, "hello-00001");
+    assert!((45..=55).contains(&half[1].1), "{half:?} at half time");
+
+    w.clock.advance(Duration::from_secs(51));
+    let requeue = w.settle().await;
+    assert_eq!(
+        split(&w.route("default", "hello").await),
+        [("hello-00002".into(), 100)]
+    );
+    assert_eq!(requeue, None, "nothing timed is left");
+}
+
+#[tokio::test]
+async fn config_gc_ages_revisions_on_the_driven_clock() {
+    let hour = Duration::from_secs(3600);
+    let configs = Configs {
+        gc: GcConfig {
+            retain_since_create_time: Some(hour),
+            retain_since_last_active_time: Some(hour),
+            min_non_active_revisions: 0,
+            max_non_active_revisions: None,
+        },
+        ..Configs::default()
+    };
+    let w = World::new(configs);
+    for target in ["a", "b", "c"] {
+        w.apply(&service_yaml("default", "hello", target, "")).await;
+        w.settle().await;
+    }
+    assert_eq!(
+        w.revisions("default").await,
+        ["hello-00001", "hello-00002", "hello-00003"],
+        "young revisions are kept"
+    );
+    w.clock.advance(hour + Duration::from_secs(1));
+    w.settle().await;
+    assert_eq!(w.revisions("default").await, ["hello-00003"]);
+    let cfg = w.configuration("default", "hello").await;
+    assert_eq!(
+        cfg.status
+            .unwrap()
+            .fields
+            .latest_ready_revision_name
+            .as_deref(),
+        Some("hello-00003")
+    );
+}
+
+#[tokio::test]
+async fn transition_times_come_from_the_clock() {
+    let w = World::new(Configs::default());
+    // Ten days ahead of the machine's clock: a time read from the machine would show.
+    w.clock.advance(Duration::from_secs(10 * 86_400));
+    w.apply(&service_yaml("default", "hello", "a", "")).await;
+    w.settle().await;
+    let rev: Revision = match w.get(ObjectKind::Revision, "default", "hello-00001").await {
+        Some(Object::Revision(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    let written = sluice_crds::condition::find(&rev.status.unwrap().conditions, "Ready")
+        .and_then(|c| c.last_transition_time.clone())
+        .expect("a transition time");
+    assert_eq!(
+        written,
+        crate::meta::transition_time(sluice_platform::Clock::now(w.clock.as_ref()))
+    );
+}
