@@ -1,14 +1,13 @@
 //! The controllers on a real Kubernetes API server (etcd plus kube-apiserver on loopback; see
-//! `platform/tests/kube/apiserver.rs`): the same reconcilers as the local platform, over the
+//! `sluice_test_support::apiserver`): the same reconcilers as the local platform, over the
 //! Kubernetes Store and Workloads. There is no kubelet or endpoint controller here, so where a
 //! revision's pods would turn ready this test writes the EndpointSlice they would produce.
 
-#[path = "../../platform/tests/kube/apiserver.rs"]
-mod apiserver;
+use sluice_test_support::{apiserver, eventually_async};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service as KubeService;
@@ -31,21 +30,6 @@ fn hello(target: &str) -> Object {
     let mut obj = manifest::parse_documents(&yaml).unwrap().remove(0);
     obj.set_defaults(&DefaultsConfig::default());
     obj
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what}: not true after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// What the endpoints controller would write once the revision's pod is ready.
@@ -99,6 +83,7 @@ fn controlled_by(meta: &ObjectMeta, kind: &str, name: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Kubernetes tier: run tests/kube/run"]
 async fn a_service_becomes_knative_objects_and_a_deployment() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,13 +134,17 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
     store.create(hello("World")).await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let services: Api<KubeService> = Api::namespaced(client.clone(), "default");
-    eventually("hello-00001 and its Deployment", || async {
-        deployments
-            .get_opt("hello-00001-deployment")
-            .await
-            .unwrap()
-            .is_some()
-    })
+    eventually_async(
+        Duration::from_secs(30),
+        "hello-00001 and its Deployment",
+        || async {
+            deployments
+                .get_opt("hello-00001-deployment")
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
     .await;
 
     // Knative's names, labels and owners.
@@ -217,7 +206,7 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
     // Ready once its pod is.
     assert!(!first.is_ready());
     pod_ready(&client, "hello-00001", "10.1.0.1").await;
-    eventually("service hello Ready", || async {
+    eventually_async(Duration::from_secs(30), "service hello Ready", || async {
         matches!(
             store.get(ObjectKind::Service, "default", "hello").await.unwrap(),
             Some(Object::Service(s)) if s.is_ready()
@@ -240,26 +229,34 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
     };
     svc.spec = next.spec;
     store.update(Object::Service(svc)).await.unwrap();
-    eventually("hello-00002-deployment", || async {
-        deployments
-            .get_opt("hello-00002-deployment")
-            .await
-            .unwrap()
-            .is_some()
-    })
+    eventually_async(
+        Duration::from_secs(30),
+        "hello-00002-deployment",
+        || async {
+            deployments
+                .get_opt("hello-00002-deployment")
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
     .await;
     pod_ready(&client, "hello-00002", "10.1.0.2").await;
     let old_template = d.spec.template.clone();
     // Traffic moves to hello-00002, so hello-00001 is unreachable: the scale to zero lands on
     // its Deployment's /scale.
-    eventually("hello-00001 scaled to 0 through /scale", || async {
-        let scale = deployments
-            .get_scale("hello-00001-deployment")
-            .await
-            .unwrap();
-        // The API server omits a zero replica count.
-        scale.spec.and_then(|s| s.replicas).unwrap_or(0) == 0
-    })
+    eventually_async(
+        Duration::from_secs(30),
+        "hello-00001 scaled to 0 through /scale",
+        || async {
+            let scale = deployments
+                .get_scale("hello-00001-deployment")
+                .await
+                .unwrap();
+            // The API server omits a zero replica count.
+            scale.spec.and_then(|s| s.replicas).unwrap_or(0) == 0
+        },
+    )
     .await;
     let old = deployments.get("hello-00001-deployment").await.unwrap();
     assert_eq!(old.spec.replicas, Some(0));
@@ -275,20 +272,24 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
         .delete(ObjectKind::Service, "default", "hello")
         .await
         .unwrap();
-    eventually("everything under hello deleted", || async {
-        let revisions = store.list(ObjectKind::Revision, None).await.unwrap();
-        let routes = store.list(ObjectKind::Route, None).await.unwrap();
-        let deps = deployments.list(&Default::default()).await.unwrap().items;
-        let svcs: Vec<_> = services
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
-            .collect();
-        revisions.is_empty() && routes.is_empty() && deps.is_empty() && svcs.is_empty()
-    })
+    eventually_async(
+        Duration::from_secs(30),
+        "everything under hello deleted",
+        || async {
+            let revisions = store.list(ObjectKind::Revision, None).await.unwrap();
+            let routes = store.list(ObjectKind::Route, None).await.unwrap();
+            let deps = deployments.list(&Default::default()).await.unwrap().items;
+            let svcs: Vec<_> = services
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|s| s.metadata.name.as_deref() != Some("kubernetes"))
+                .collect();
+            revisions.is_empty() && routes.is_empty() && deps.is_empty() && svcs.is_empty()
+        },
+    )
     .await;
 
     stop_tx.send_replace(true);

@@ -1,8 +1,7 @@
 //! The Kubernetes platform against a real API server (etcd plus kube-apiserver on loopback;
-//! see `kube/apiserver.rs`). One server serves every scenario of this file, in turn.
+//! see `sluice_test_support::apiserver`). One server serves every scenario of this file, in turn.
 
-#[path = "kube/apiserver.rs"]
-mod apiserver;
+use sluice_test_support::apiserver;
 
 use std::path::Path;
 use std::time::Duration;
@@ -242,6 +241,7 @@ async fn manifests_install_with_least_privilege_rbac(client: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "Kubernetes tier: run tests/kube/run"]
 async fn kubernetes_api_server() {
     let server = tokio::task::spawn_blocking(apiserver::ApiServer::start)
         .await

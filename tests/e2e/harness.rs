@@ -1,7 +1,7 @@
 //! Starts a local platform in a temporary home and talks to it the way a user does.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -24,14 +24,7 @@ pub fn testapp() -> PathBuf {
     app
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use sluice_test_support::free_port;
 
 /// A running `sluice local up` in its own home.
 pub struct Platform {
@@ -169,16 +162,16 @@ impl Platform {
     }
 
     /// Polls `check` until it holds or `limit` passes (then panics naming `what`).
-    pub fn eventually(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if check() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = std::fs::read_to_string(self.home.path().join("daemon.out")).unwrap_or_default();
-        panic!("{what}: not true after {limit:?}\ndaemon output:\n{log}");
+    pub fn eventually(&self, limit: Duration, what: &str, check: impl FnMut() -> bool) {
+        let log = || {
+            let out = std::fs::read_to_string(self.home.path().join("daemon.out"));
+            format!(
+                "daemon output:
+{}",
+                out.unwrap_or_default()
+            )
+        };
+        sluice_test_support::eventually_or(limit, what, log, check);
     }
 }
 

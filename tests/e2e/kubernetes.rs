@@ -1,5 +1,5 @@
 //! Sluice on a real Kubernetes API server (etcd plus kube-apiserver on loopback; see
-//! `platform/tests/kube/apiserver.rs`), driven by the real binaries: `sluice system
+//! `sluice_test_support::apiserver`), driven by the real binaries: `sluice system
 //! controller` (two candidates, one Lease), `sluice system activator`, and the `sluice` CLI
 //! with a kubeconfig. The components authenticate as their ServiceAccounts (impersonated), so
 //! the RBAC in `config/` is what they run with.
@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container};
@@ -366,16 +366,19 @@ fn ok_or_logs(kubeconfig: &str, args: &[&str], logs: &[&Component]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn eventually(limit: Duration, what: &str, logs: &[&Component], mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let logs = dump(logs);
-    panic!("{what}: not true after {limit:?}\ncomponent logs:\n{logs}");
+fn eventually(limit: Duration, what: &str, logs: &[&Component], check: impl FnMut() -> bool) {
+    sluice_test_support::eventually_or(
+        limit,
+        what,
+        || {
+            format!(
+                "component logs:
+{}",
+                dump(logs)
+            )
+        },
+        check,
+    );
 }
 
 fn status_of(port: u16, path: &str) -> u16 {
@@ -383,6 +386,7 @@ fn status_of(port: u16, path: &str) -> u16 {
 }
 
 #[test]
+#[ignore = "Kubernetes tier: run tests/kube/run"]
 fn sluice_on_a_real_api_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = ApiServer::start();

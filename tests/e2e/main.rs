@@ -2,8 +2,6 @@
 //! activator and queue-proxy child processes, real user processes, HTTP on loopback; and of
 //! the Kubernetes platform: the same binaries against a real API server.
 
-#[path = "../../platform/tests/kube/apiserver.rs"]
-mod apiserver;
 mod autoscaling;
 mod harness;
 mod kubernetes;
@@ -13,3 +11,5 @@ mod rollout;
 mod serving;
 mod traffic;
 mod validation;
+
+use sluice_test_support::apiserver;

@@ -4,15 +4,13 @@
 //! controller-manager: tests that need what those would write (ready endpoints, say) write it
 //! themselves and say so.
 
-// Shared by several test crates, each using part of it.
-#![allow(dead_code)]
-
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::Client;
+
+use crate::{free_port, repo_root};
 
 /// A running etcd and kube-apiserver; both are killed on drop.
 pub struct ApiServer {
@@ -23,18 +21,6 @@ pub struct ApiServer {
     /// The admin bearer token.
     pub token: String,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The kube-apiserver binary: `$SLUICE_KUBE_APISERVER`, or built (once) by the harness script.
