@@ -15,8 +15,8 @@ use sluice_platform::Store;
 use sluice_platform::kube::KubeStore;
 use sluice_platform::local::uds::{self, UdsError};
 
-use crate::daemon::admission::{Platform, write};
-use crate::home::Home;
+use sluice_platform::admission::{Platform, write};
+use sluice_platform::local::Home;
 
 /// Talks to the daemon of one home, or to a cluster.
 pub struct Client {
@@ -227,7 +227,7 @@ impl Client {
     ) -> anyhow::Result<Applied> {
         if let Backend::Kube { store, client } = &self.backend {
             let defaults = cluster_defaults(client).await?;
-            let user = crate::daemon::user_name();
+            let user = sluice_runtime::user_name();
             let (action, object) = write(
                 store,
                 obj.clone(),
@@ -298,7 +298,7 @@ impl Client {
 /// The cluster's config-defaults (Knative's defaults when it has none).
 async fn cluster_defaults(client: &kube::Client) -> anyhow::Result<DefaultsConfig> {
     let maps: kube::Api<ConfigMap> =
-        kube::Api::namespaced(client.clone(), crate::cluster::SYSTEM_NAMESPACE);
+        kube::Api::namespaced(client.clone(), sluice_platform::kube::SYSTEM_NAMESPACE);
     let data = maps
         .get_opt(DefaultsConfig::NAME)
         .await

@@ -1,10 +1,10 @@
-//! `sluice`: run Knative Services on one machine, kn-style.
+//! `sluice`: run Knative Services on one machine, kn-style. This crate is the CLI only: clap,
+//! the commands and their client. The servers it can start live in their own crates:
+//! `sluice local up` in `sluice-daemon`, `sluice system controller|activator` in
+//! `sluice-system`, the data plane in `sluice-activator` and `sluice-queue-proxy`.
 
 mod client;
-mod cluster;
 mod commands;
-mod daemon;
-mod home;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 use crate::client::Client;
 use crate::commands::output::Format;
 use crate::commands::service::ServiceCommand;
-use crate::daemon::UpOptions;
-use crate::home::Home;
+use sluice_daemon::UpOptions;
+use sluice_platform::local::Home;
+use sluice_system as system;
 
 /// Sluice: revisioned HTTP services with Knative's API, scale-to-zero and traffic splitting.
 #[derive(Debug, Parser)]
@@ -122,9 +123,9 @@ enum LocalCommand {
 #[derive(Debug, Subcommand)]
 enum SystemCommand {
     /// The control plane: reconcilers and the KPA autoscaler, with leader election.
-    Controller(cluster::controller::ControllerArgs),
+    Controller(system::controller::ControllerArgs),
     /// The front door: routes by host from the cluster's Routes and EndpointSlices.
-    Activator(cluster::activator::ActivatorArgs),
+    Activator(system::activator::ActivatorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,7 +203,10 @@ fn uses_cluster(cli: &Cli, home: &Home) -> bool {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
     let client = if uses_cluster(&cli, &home) {
-        Client::kube(cluster::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?)
+        Client::kube(
+            sluice_platform::kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
+                .await?,
+        )
     } else {
         Client::new(&home)
     };
@@ -221,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: LocalCommand::Up { up: args },
         } => {
             sluice_runtime::init_logging();
-            daemon::run(up(args), None, sluice_runtime::terminate_signal()).await
+            sluice_daemon::run(up(args), None, sluice_runtime::terminate_signal()).await
         }
         Command::Apply { file, wait } => commands::apply::apply(&client, ns, &file, wait).await,
         Command::Delete { file } => commands::apply::delete(&client, ns, &file).await,
@@ -244,12 +248,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::System { command } => {
             sluice_runtime::init_logging();
             let client =
-                cluster::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
+                sluice_platform::kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
+                    .await?;
             match command {
                 SystemCommand::Controller(args) => {
-                    cluster::controller::run(client, args, sluice_runtime::terminate_signal()).await
+                    system::controller::run(client, args, sluice_runtime::terminate_signal()).await
                 }
-                SystemCommand::Activator(args) => cluster::activator::run(client, args).await,
+                SystemCommand::Activator(args) => system::activator::run(client, args).await,
             }
         }
         Command::QueueProxy | Command::Activator | Command::ExampleHello => {

@@ -2,6 +2,7 @@
 //! validation with field paths, child names, label and annotation keys, and the operator's
 //! config maps. Pure data and pure functions: nothing here does I/O.
 
+pub mod admission;
 pub mod autoscaling;
 pub mod condition;
 pub mod config;

@@ -2,6 +2,7 @@
 //! implementation: the object [`store`], the [`workloads`] that run revisions, and the
 //! [`routing`] snapshot the activator serves from, and the [`clock`] the control loop reads.
 
+pub mod admission;
 pub mod clock;
 pub mod kube;
 pub mod local;

@@ -10,6 +10,12 @@ pub mod admin;
 pub mod concurrency;
 pub mod env;
 
+/// Who is running this process, for the creator and lastModifier annotations: `$USER`, else
+/// the uid.
+pub fn user_name() -> String {
+    std::env::var("USER").unwrap_or_else(|_| format!("uid-{}", nix::unistd::getuid()))
+}
+
 /// Logs to stderr, filtered by `$SLUICE_LOG` (default `info`), plain when not a terminal.
 /// Every Sluice binary logs this way.
 pub fn init_logging() {

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::service::local_url;
 use super::wait;
 use crate::client::Client;
-use crate::daemon::{self, UpOptions};
+use sluice_daemon::{self as daemon, UpOptions};
 
 /// Starts the platform, deploys `hello` (the bundled helloworld sample), prints how to call it,
 /// and serves until Ctrl-C.

@@ -32,7 +32,7 @@ use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{ActivatorStat, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
-use super::admission::{Platform, WriteError, write};
+use sluice_platform::admission::{Platform, WriteError, write};
 
 /// Response body of the admin API.
 pub type Body = BoxBody<Bytes, Infallible>;

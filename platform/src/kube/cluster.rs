@@ -1,9 +1,6 @@
-//! Sluice on a Kubernetes cluster: the API client the CLI and the components share, the
-//! operator settings from Knative's config maps, and the two components the Deployments in
-//! `config/` run (`sluice system controller`, `sluice system activator`).
-
-pub mod activator;
-pub mod controller;
+//! The cluster as Sluice's components and CLI meet it: the client from a kubeconfig (or a
+//! pod's service account), the system namespace, and the operator settings of Knative's
+//! config maps there, followed as they change.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +12,9 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use sluice_crds::config::Configs;
-use sluice_platform::kube::inform;
 use tokio::sync::watch;
+
+use super::inform;
 
 /// The namespace Sluice's components and config maps live in.
 pub const SYSTEM_NAMESPACE: &str = "sluice-system";

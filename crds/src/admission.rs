@@ -1,12 +1,12 @@
-//! Admission: defaulting, Knative validation, and on the local platform what it can run
-//! (processes, not images); then the write. Nothing is stored unless admission passes. The
-//! local daemon admits on its admin API; on Kubernetes the CLI admits before writing to the
-//! API server (whose CRD schemas check again).
+//! Admission: Knative's defaulting and validation, what the platform an object lands on can
+//! run (processes locally, not images), and the creator and last-modifier annotations. The one
+//! `admit` the CLI (writing to a cluster), the local daemon (on its admin API) and a cluster's
+//! admission webhook all call, so bad input gets the same error naming the field whichever
+//! client sent it.
 
-use sluice_crds::config::DefaultsConfig;
-use sluice_crds::validation::{FieldError, ValidationError};
-use sluice_crds::{Object, keys};
-use sluice_platform::{Store, StoreError};
+use crate::config::DefaultsConfig;
+use crate::validation::{FieldError, ValidationError};
+use crate::{Object, keys};
 
 /// Where an object is admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,58 +15,6 @@ pub enum Platform {
     Local,
     /// Replicas are pods.
     Kubernetes,
-}
-
-/// Why a write was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// A create of an object that exists.
-    #[error("{0}")]
-    Exists(String),
-    /// Admission refused it.
-    #[error("{0}")]
-    Invalid(ValidationError),
-    /// The store refused it.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-}
-
-/// Admits `obj` and stores it: created, replaced (`configured`, or `unchanged` when nothing
-/// changed) or, with `dry_run`, only admitted (`validated`). Returns the action and the
-/// object as stored.
-pub async fn write<S: Store>(
-    store: &S,
-    obj: Object,
-    create_only: bool,
-    dry_run: bool,
-    defaults: &DefaultsConfig,
-    user: &str,
-    platform: Platform,
-) -> Result<(&'static str, Object), WriteError> {
-    let kind = obj.kind();
-    let existing = store.get(kind, obj.namespace(), obj.name()).await?;
-    if create_only && existing.is_some() {
-        return Err(WriteError::Exists(format!(
-            "cannot create {} '{}' in namespace '{}' because it already exists; use update, or --force to replace it",
-            kind.as_str().to_lowercase(),
-            obj.name(),
-            obj.namespace()
-        )));
-    }
-    let mut admitted =
-        admit(obj, existing.as_ref(), defaults, user, platform).map_err(WriteError::Invalid)?;
-    if dry_run {
-        return Ok(("validated", admitted));
-    }
-    Ok(match existing {
-        None => ("created", store.create(admitted).await?),
-        Some(old) => {
-            admitted.meta_mut().resource_version = None;
-            let stored = store.update(admitted).await?;
-            let same = stored.meta().resource_version == old.meta().resource_version;
-            (if same { "unchanged" } else { "configured" }, stored)
-        }
-    })
 }
 
 /// Defaults and validates an object for `platform`. `existing` is the stored object on
@@ -78,7 +26,7 @@ pub fn admit(
     user: &str,
     platform: Platform,
 ) -> Result<Object, ValidationError> {
-    if obj.kind() == sluice_crds::ObjectKind::Revision {
+    if obj.kind() == crate::ObjectKind::Revision {
         return Err(ValidationError {
             object: obj.describe(),
             errors: vec![FieldError::new(
@@ -161,7 +109,7 @@ fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::manifest::parse_documents;
+    use crate::manifest::parse_documents;
 
     #[test]
     fn image_without_command_is_refused_with_a_fix() {

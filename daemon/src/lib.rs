@@ -2,9 +2,12 @@
 //! keeps objects in SQLite, runs the controllers, supervises replicas (each a user process plus
 //! its own queue-proxy process), runs the activator as a child process on the HTTP port, and
 //! serves the admin API on a Unix socket only its owner can use.
+//!
+//! Owns the local platform's process: lock, admin API, config-file settings, wiring of the
+//! controller, autoscaler, supervisor and activator. Must not depend on the CLI (`sluice`'s
+//! commands and client) or on anything Kubernetes.
 
 pub mod admin;
-pub mod admission;
 pub mod settings;
 
 use std::fs::File;
@@ -28,7 +31,7 @@ use tokio::net::UnixListener;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
-use crate::home::Home;
+use sluice_platform::local::Home;
 
 /// How many connections the admin socket holds at once (the CLI, the activator's routing
 /// stream and reports).
@@ -43,11 +46,6 @@ pub struct UpOptions {
     pub http_port: u16,
     /// Default domain of routes.
     pub domain: String,
-}
-
-/// Who is writing, for the creator and lastModifier annotations.
-pub fn user_name() -> String {
-    std::env::var("USER").unwrap_or_else(|_| format!("uid-{}", nix::unistd::getuid()))
 }
 
 /// Takes the home's lock, or explains who holds it.
@@ -153,7 +151,7 @@ pub async fn run(
         settings: settings_rx,
         routing: routing_rx,
         autoscaler,
-        user: user_name(),
+        user: sluice_runtime::user_name(),
         info: json!({
             "domain": opts.domain,
             "httpPort": opts.http_port,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 #[derive(Debug, clap::Args)]
 pub struct ActivatorArgs {
     /// Namespace of Sluice's config maps.
-    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = super::SYSTEM_NAMESPACE)]
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = sluice_platform::kube::SYSTEM_NAMESPACE)]
     pub system_namespace: String,
     /// Where the autoscaler takes the activator's reports.
     #[arg(
