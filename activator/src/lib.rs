@@ -4,6 +4,9 @@
 //! a revision with no ready replica, or (while the revision is buffered) no free slot, is held
 //! in a bounded per-revision queue until a slot opens or the revision timeout passes, and the
 //! autoscaler hears of it at once. Unknown hosts get 404.
+//!
+//! Owns the front door. Depends on the seams' routing types only: never on SQLite, kube-rs or
+//! the controllers (the routing snapshot comes from a source it is given).
 
 pub mod report;
 pub mod source;

@@ -14,8 +14,8 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use sluice_platform::local::uds;
 use sluice_platform::{ActivatorStat, RevisionKey};
+use sluice_runtime::uds;
 use tokio::sync::mpsc;
 
 use crate::Routes;

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use sluice_platform::RoutingSnapshot;
-use sluice_platform::local::uds;
+use sluice_runtime::uds;
 
 use crate::Routes;
 

@@ -256,18 +256,18 @@ impl Host {
 #[derive(Debug, Default)]
 pub struct Table {
     hosts: HashMap<String, Arc<Host>>,
-    revisions: HashMap<String, Arc<Revision>>,
+    revisions: HashMap<RevisionKey, Arc<Revision>>,
 }
 
 impl Table {
     /// Builds a table from a snapshot, reusing endpoint counters from `previous`.
     pub fn build(snapshot: &RoutingSnapshot, previous: &Table) -> Self {
-        let old: HashMap<(&str, SocketAddr), &Arc<Endpoint>> = previous
+        let old: HashMap<(&RevisionKey, SocketAddr), &Arc<Endpoint>> = previous
             .revisions
             .iter()
-            .flat_map(|(k, r)| r.endpoints.iter().map(move |e| ((k.as_str(), e.addr), e)))
+            .flat_map(|(k, r)| r.endpoints.iter().map(move |e| ((k, e.addr), e)))
             .collect();
-        let revisions: HashMap<String, Arc<Revision>> = snapshot
+        let revisions: HashMap<RevisionKey, Arc<Revision>> = snapshot
             .revisions
             .iter()
             .map(|(key, backends)| {
@@ -279,7 +279,7 @@ impl Table {
                     .endpoints
                     .iter()
                     .map(|addr| {
-                        let reused = old.get(&(key.as_str(), *addr));
+                        let reused = old.get(&(key, *addr));
                         reused.map(|e| Arc::clone(e)).unwrap_or_else(|| {
                             Arc::new(Endpoint {
                                 addr: *addr,
@@ -289,17 +289,16 @@ impl Table {
                         })
                     })
                     .collect();
-                let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
                 let header =
                     |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
                 let rev = Revision {
-                    key: RevisionKey::new(namespace, name),
+                    key: key.clone(),
                     timeout: Duration::from_secs(backends.timeout_seconds.max(1)),
                     container_concurrency: backends.container_concurrency,
                     buffered: backends.buffered,
                     endpoints,
                     demand,
-                    headers: (header(name), header(namespace)),
+                    headers: (header(&key.name), header(&key.namespace)),
                 };
                 (key.clone(), Arc::new(rev))
             })
@@ -314,7 +313,7 @@ impl Table {
                     .iter()
                     .filter(|t| t.percent > 0)
                     .filter_map(|t| {
-                        let rev = revisions.get(&t.revision.to_string())?;
+                        let rev = revisions.get(&t.revision)?;
                         upto += t.percent;
                         Some((upto, rev.clone()))
                     })
@@ -322,9 +321,7 @@ impl Table {
                 let tags = route
                     .tags
                     .iter()
-                    .filter_map(|(tag, key)| {
-                        Some((tag.clone(), revisions.get(&key.to_string())?.clone()))
-                    })
+                    .filter_map(|(tag, key)| Some((tag.clone(), revisions.get(key)?.clone())))
                     .collect();
                 let host_entry = Host {
                     route: route.route.clone(),
@@ -344,7 +341,7 @@ impl Table {
 
     /// A revision by key.
     pub fn revision(&self, key: &RevisionKey) -> Option<&Arc<Revision>> {
-        self.revisions.get(&key.to_string())
+        self.revisions.get(key)
     }
 
     /// Every routed revision.
@@ -378,7 +375,7 @@ mod tests {
         for (rev, _) in split {
             let eps = endpoints.iter().map(|e| e.parse().unwrap()).collect();
             s.revisions.insert(
-                format!("default/{rev}"),
+                RevisionKey::new("default", *rev),
                 RevisionBackends {
                     container_concurrency: 0,
                     timeout_seconds: 300,

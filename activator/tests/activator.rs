@@ -102,7 +102,7 @@ fn buffered_snapshot(endpoints: Vec<SocketAddr>, cc: u32, buffered: bool) -> Rou
         },
     );
     s.revisions.insert(
-        rev.to_string(),
+        rev.clone(),
         RevisionBackends {
             container_concurrency: cc,
             timeout_seconds: 5,

@@ -2,6 +2,8 @@
 //! clamped to, the per-replica target, the bucketed stable and panic windows, the decider, and the per-revision scale-to-zero
 //! state machine.
 //! Everything here is pure and takes time as a parameter.
+//!
+//! Owns the scaling arithmetic. Must not depend on the platform, the controllers or a clock.
 
 pub mod bounds;
 pub mod buckets;

@@ -12,11 +12,11 @@ use serde_json::Value;
 use sluice_crds::config::DefaultsConfig;
 use sluice_crds::{Object, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::Store;
-use sluice_platform::kube::KubeStore;
-use sluice_platform::local::uds::{self, UdsError};
+use sluice_platform_kube::KubeStore;
+use sluice_runtime::uds::{self, UdsError};
 
 use sluice_platform::admission::{Platform, write};
-use sluice_platform::local::Home;
+use sluice_platform_local::Home;
 
 /// Talks to the daemon of one home, or to a cluster.
 pub struct Client {
@@ -298,7 +298,7 @@ impl Client {
 /// The cluster's config-defaults (Knative's defaults when it has none).
 async fn cluster_defaults(client: &kube::Client) -> anyhow::Result<DefaultsConfig> {
     let maps: kube::Api<ConfigMap> =
-        kube::Api::namespaced(client.clone(), sluice_platform::kube::SYSTEM_NAMESPACE);
+        kube::Api::namespaced(client.clone(), sluice_platform_kube::SYSTEM_NAMESPACE);
     let data = maps
         .get_opt(DefaultsConfig::NAME)
         .await

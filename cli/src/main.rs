@@ -15,7 +15,7 @@ use crate::client::Client;
 use crate::commands::output::Format;
 use crate::commands::service::ServiceCommand;
 use sluice_daemon::UpOptions;
-use sluice_platform::local::Home;
+use sluice_platform_local::Home;
 use sluice_system as system;
 
 /// Sluice: revisioned HTTP services with Knative's API, scale-to-zero and traffic splitting.
@@ -204,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::new(cli.home.clone().unwrap_or_else(Home::default_root));
     let client = if uses_cluster(&cli, &home) {
         Client::kube(
-            sluice_platform::kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
+            sluice_platform_kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
                 .await?,
         )
     } else {
@@ -248,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::System { command } => {
             sluice_runtime::init_logging();
             let client =
-                sluice_platform::kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
+                sluice_platform_kube::connect(cli.kubeconfig.as_deref(), cli.context.as_deref())
                     .await?;
             match command {
                 SystemCommand::Controller(args) => {

@@ -5,14 +5,14 @@
 //! writes through the platform seams and reads time from a `Clock`, so it is tested
 //! in-process on a driven clock; [`autoscaling`] feeds every revision's autoscaler.
 //!
-//! Must not depend on a platform's implementation (SQLite, kube-rs, processes): only on the
-//! seams in `sluice-platform`.
+//! Owns what objects should be and the loop that makes them so. Must not depend on a
+//! platform's implementation (SQLite, kube-rs, processes), only on the seams in
+//! `sluice-platform`; its tests use the implementations as dev-dependencies.
 
 pub mod autoscaling;
 pub mod configuration;
 pub mod driver;
 pub mod gc;
-pub mod kube_routing;
 pub mod meta;
 pub mod plan;
 pub mod revision;

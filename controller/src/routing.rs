@@ -90,17 +90,15 @@ pub fn snapshot(
                 }) else {
                     continue;
                 };
-                snap.revisions
-                    .entry(revision.to_string())
-                    .or_insert_with(|| {
-                        let (endpoints, buffered) = backends(revision);
-                        RevisionBackends {
-                            container_concurrency: rev.spec.concurrency(),
-                            timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
-                            endpoints,
-                            buffered,
-                        }
-                    });
+                snap.revisions.entry(revision.clone()).or_insert_with(|| {
+                    let (endpoints, buffered) = backends(revision);
+                    RevisionBackends {
+                        container_concurrency: rev.spec.concurrency(),
+                        timeout_seconds: rev.spec.timeout_seconds.unwrap_or(300).unsigned_abs(),
+                        endpoints,
+                        buffered,
+                    }
+                });
             }
             snap.hosts.insert(name, host);
         }
@@ -154,9 +152,18 @@ mod tests {
             snap.hosts["canary-hello.default.localhost"].targets[0].percent,
             100
         );
-        assert_eq!(snap.revisions["default/a"].endpoints.len(), 1);
-        assert!(snap.revisions["default/b"].endpoints.is_empty());
-        assert!(snap.revisions["default/b"].buffered);
+        assert_eq!(
+            snap.revisions[&RevisionKey::new("default", "a")]
+                .endpoints
+                .len(),
+            1
+        );
+        assert!(
+            snap.revisions[&RevisionKey::new("default", "b")]
+                .endpoints
+                .is_empty()
+        );
+        assert!(snap.revisions[&RevisionKey::new("default", "b")].buffered);
         assert_eq!(main.tags["canary"].name, "b");
     }
 }

@@ -18,9 +18,9 @@ use kube::api::{Api, PostParams};
 use sluice_controller::{Autoscaler, Controller};
 use sluice_crds::config::{Configs, DefaultsConfig};
 use sluice_crds::{Object, ObjectKind, Revision, manifest};
-use sluice_platform::kube::{KubeStore, KubeWorkloads, KubeWorkloadsConfig};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Clock, Store, SystemClock};
+use sluice_platform_kube::{KubeStore, KubeWorkloads, KubeWorkloadsConfig};
 use tokio::sync::watch;
 
 fn hello(target: &str) -> Object {

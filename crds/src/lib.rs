@@ -1,6 +1,9 @@
 //! The `serving.knative.dev/v1` API as Sluice stores and serves it: typed objects, defaulting,
 //! validation with field paths, child names, label and annotation keys, and the operator's
 //! config maps. Pure data and pure functions: nothing here does I/O.
+//!
+//! Owns Knative's API contract and the one `admission::admit` every client's writes pass.
+//! Must not depend on any other Sluice crate, or do I/O.
 
 pub mod admission;
 pub mod autoscaling;

@@ -27,9 +27,9 @@ use serde_json::{Value, json};
 use sluice_controller::Autoscaler;
 use sluice_crds::config::Configs;
 use sluice_crds::{Object, ObjectKind};
-use sluice_platform::local::SqliteStore;
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{ActivatorStat, Store, StoreError};
+use sluice_platform_local::SqliteStore;
 use tokio::sync::{mpsc, watch};
 
 use sluice_platform::admission::{Platform, WriteError, write};

@@ -22,16 +22,16 @@ use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::local::process::Process;
-use sluice_platform::local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Clock, SystemClock};
+use sluice_platform_local::process::Process;
+use sluice_platform_local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_runtime::accept::Acceptor;
 use tokio::net::UnixListener;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
-use sluice_platform::local::Home;
+use sluice_platform_local::Home;
 
 /// How many connections the admin socket holds at once (the CLI, the activator's routing
 /// stream and reports).

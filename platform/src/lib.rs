@@ -1,11 +1,13 @@
-//! The seams between Sluice's control plane and the machine it runs on, each with its local
-//! implementation: the object [`store`], the [`workloads`] that run revisions, and the
-//! [`routing`] snapshot the activator serves from, and the [`clock`] the control loop reads.
+//! The seams between Sluice's control plane and the machine it runs on: the object
+//! [`store`], the [`workloads`] that run revisions, the [`routing`] snapshot the activator
+//! serves from, the [`clock`] the control loop reads, and [`admission`] before any write.
+//!
+//! Owns the traits and the types that cross them. Must not depend on an implementation:
+//! SQLite and processes are `sluice-platform-local`, kube-rs is `sluice-platform-kube`, so
+//! the activator and the controllers build neither.
 
 pub mod admission;
 pub mod clock;
-pub mod kube;
-pub mod local;
 pub mod routing;
 pub mod store;
 pub mod workloads;

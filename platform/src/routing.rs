@@ -37,8 +37,10 @@ impl fmt::Display for RevisionKey {
 pub struct RoutingSnapshot {
     /// Every served host (route hosts and tag hosts) to its traffic split.
     pub hosts: BTreeMap<String, HostRoute>,
-    /// Every routed revision (keyed `namespace/name`) to its backends.
-    pub revisions: BTreeMap<String, RevisionBackends>,
+    /// Every routed revision to its backends (a list of `[key, backends]` pairs in JSON,
+    /// whose map keys must be strings).
+    #[serde(with = "by_revision")]
+    pub revisions: BTreeMap<RevisionKey, RevisionBackends>,
 }
 
 /// The traffic split behind one host.
@@ -99,6 +101,55 @@ pub struct ActivatorStat {
 impl RoutingSnapshot {
     /// The backends of a revision, if it is routed.
     pub fn revision(&self, key: &RevisionKey) -> Option<&RevisionBackends> {
-        self.revisions.get(&key.to_string())
+        self.revisions.get(key)
+    }
+}
+
+/// The revision map as a sequence of pairs.
+mod by_revision {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{RevisionBackends, RevisionKey};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<RevisionKey, RevisionBackends>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<RevisionKey, RevisionBackends>, D::Error> {
+        let pairs: Vec<(RevisionKey, RevisionBackends)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_survives_json() {
+        let mut snap = RoutingSnapshot::default();
+        snap.revisions.insert(
+            RevisionKey::new("e1", "same-00001"),
+            RevisionBackends {
+                container_concurrency: 1,
+                timeout_seconds: 30,
+                endpoints: vec!["127.0.0.1:9".parse().unwrap()],
+                buffered: true,
+            },
+        );
+        snap.revisions.insert(
+            RevisionKey::new("e2", "same-00001"),
+            RevisionBackends::default(),
+        );
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: RoutingSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
     }
 }

@@ -45,10 +45,13 @@ pub enum StoreError {
         /// The version stored.
         stored: String,
     },
-    /// The backing store failed.
+    /// The backing store failed; the cause is kept for whoever logs or matches on it.
     #[error("store: {0}")]
-    Backend(String),
+    Backend(#[source] BoxError),
 }
+
+/// Any error, as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Typed access to stored objects. Implementations assign `uid`, `resourceVersion`,
 /// `generation` (bumped when the spec changes) and `creationTimestamp`.

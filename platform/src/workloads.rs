@@ -84,9 +84,9 @@ pub enum WorkloadError {
     /// The spec cannot be run on this platform.
     #[error("{0}")]
     Unsupported(String),
-    /// Starting or stopping processes failed.
+    /// Starting or stopping replicas failed; the cause is kept.
     #[error("workload: {0}")]
-    Runtime(String),
+    Runtime(#[source] crate::store::BoxError),
 }
 
 /// Runs revisions.

@@ -7,6 +7,8 @@
 //! ([`sluice_relay`]) → probe answering → drain bookkeeping → small body read ahead → in-flight
 //! stats → breaker → timeout → head rewriting → pooled HTTP/1.1 connections to the user
 //! process. The admin port is [`sluice_runtime::admin`].
+//!
+//! Owns the sidecar's contract with its replica. Must not depend on the control plane.
 
 pub mod breaker;
 pub mod config;

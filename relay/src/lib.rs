@@ -43,6 +43,9 @@
 //! timeouts; head size; how much body is read before the request takes a replica slot), and
 //! the number of connections by the proxy's [`sluice_runtime::accept::Acceptor`]. An idle
 //! keep-alive connection gives its buffers back after a second.
+//!
+//! Owns HTTP/1.1 on the request path. Must not depend on the control plane (objects, stores,
+//! the platform); the proxies tell it where a request goes.
 
 pub mod body;
 pub mod chunked;

@@ -4,11 +4,15 @@
 //! ([`env`]), accepting connections with a bound and a backoff ([`accept`]), and the small
 //! HTTP/1.1 server behind admin ports and sockets ([`admin`]), and the concurrency measure
 //! both proxies report ([`concurrency`]).
+//!
+//! Owns what a Sluice process needs around its work. Must not depend on the control plane or
+//! the data plane's crates.
 
 pub mod accept;
 pub mod admin;
 pub mod concurrency;
 pub mod env;
+pub mod uds;
 
 /// Who is running this process, for the creator and lastModifier annotations: `$USER`, else
 /// the uid.

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 #[derive(Debug, clap::Args)]
 pub struct ActivatorArgs {
     /// Namespace of Sluice's config maps.
-    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = sluice_platform::kube::SYSTEM_NAMESPACE)]
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = sluice_platform_kube::SYSTEM_NAMESPACE)]
     pub system_namespace: String,
     /// Where the autoscaler takes the activator's reports.
     #[arg(
@@ -31,7 +31,7 @@ pub async fn run(client: kube::Client, args: ActivatorArgs) -> anyhow::Result<()
     let (tx, mut rx) = watch::channel(Arc::new(RoutingSnapshot::default()));
     let namespace = args.system_namespace.clone();
     tokio::spawn(async move {
-        sluice_controller::kube_routing::follow(client, &namespace, tx).await;
+        crate::routing::follow(client, &namespace, tx).await;
     });
     rx.changed()
         .await

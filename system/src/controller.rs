@@ -16,9 +16,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::kube::{Elector, KubeStore, KubeWorkloads, KubeWorkloadsConfig, LeaseTimings};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{ActivatorStat, Clock, SystemClock};
+use sluice_platform_kube::{Elector, KubeStore, KubeWorkloads, KubeWorkloadsConfig, LeaseTimings};
 use sluice_runtime::accept::Acceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,7 +30,7 @@ pub const LEASE_NAME: &str = "sluice-controller";
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
     /// Namespace of the Lease and of Sluice's config maps.
-    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = sluice_platform::kube::SYSTEM_NAMESPACE)]
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = sluice_platform_kube::SYSTEM_NAMESPACE)]
     pub system_namespace: String,
     /// Image of the queue-proxy sidecar (the Sluice image).
     #[arg(
@@ -178,7 +178,7 @@ pub async fn run(
     }
     stats.leader.store(true, Ordering::Relaxed);
 
-    let settings = sluice_platform::kube::settings(client.clone(), &args.system_namespace).await?;
+    let settings = sluice_platform_kube::settings(client.clone(), &args.system_namespace).await?;
     let store = Arc::new(KubeStore::new(client.clone()));
     store.watch();
     let workloads = Arc::new(KubeWorkloads::new(

@@ -8,3 +8,4 @@
 
 pub mod activator;
 pub mod controller;
+pub mod routing;

@@ -364,7 +364,7 @@ pub fn snapshot(routes: usize, endpoint: SocketAddr) -> (RoutingSnapshot, String
             },
         );
         s.revisions.insert(
-            revision.to_string(),
+            revision.clone(),
             RevisionBackends {
                 container_concurrency: 0,
                 timeout_seconds: 300,

@@ -111,10 +111,7 @@ impl<W: Workloads> FastPath<W> {
         self.snapshot.send_if_modified(|current| {
             let mut next = (**current).clone();
             for (key, backends) in &mut next.revisions {
-                let Some((ns, name)) = key.split_once('/') else {
-                    continue;
-                };
-                let status = self.workloads.status(&RevisionKey::new(ns, name));
+                let status = self.workloads.status(key);
                 backends.endpoints = status.map(|s| s.endpoints).unwrap_or_default();
             }
             if next == **current {

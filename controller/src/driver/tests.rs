@@ -10,10 +10,10 @@ use std::time::Duration;
 use sluice_crds::config::{Configs, GcConfig};
 use sluice_crds::manifest::parse_documents;
 use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
-use sluice_platform::local::sqlite::SqliteStore;
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::workloads::WorkloadError;
 use sluice_platform::{ManualClock, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads};
+use sluice_platform_local::sqlite::SqliteStore;
 use tokio::sync::watch;
 
 use super::Controller;

@@ -1,5 +1,10 @@
 //! The Kubernetes side of the seams, over kube-rs: objects are the `serving.knative.dev`
-//! custom resources on the API server, and revisions run as Deployments.
+//! custom resources on the API server, revisions run as Deployments, ready endpoints come
+//! from EndpointSlices, leadership from a Lease, and operator settings from Knative's config
+//! maps.
+//!
+//! Owns everything that talks to an API server. Must not depend on the local platform or on
+//! the controllers.
 
 pub mod cluster;
 pub mod endpoints;

@@ -22,11 +22,13 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-use crate::routing::RevisionKey;
-use crate::workloads::{Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads};
+use sluice_platform::routing::RevisionKey;
+use sluice_platform::workloads::{
+    Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
+};
 
-pub use super::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
-use super::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
+pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
+use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -369,7 +371,7 @@ impl KubeWorkloads {
 }
 
 fn runtime(e: kube::Error) -> WorkloadError {
-    WorkloadError::Runtime(e.to_string())
+    WorkloadError::Runtime(e.into())
 }
 
 impl Workloads for KubeWorkloads {
@@ -377,7 +379,7 @@ impl Workloads for KubeWorkloads {
         let ns = &spec.key.namespace;
         let name = deployment_name(&spec.key.name);
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        let apply = PatchParams::apply(super::store::FIELD_MANAGER).force();
+        let apply = PatchParams::apply(crate::store::FIELD_MANAGER).force();
         let exists = deployments.get_opt(&name).await.map_err(runtime)?;
         match exists {
             None => {

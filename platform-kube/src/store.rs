@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use tokio::sync::watch;
 
-use crate::store::{Store, StoreError};
+use sluice_platform::store::{Store, StoreError};
 
 /// The field manager of everything Sluice writes.
 pub const FIELD_MANAGER: &str = "sluice";
@@ -61,8 +61,8 @@ impl KubeStore {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<sluice_platform::store::BoxError>) -> StoreError {
+    StoreError::Backend(e.into())
 }
 
 fn status_code(e: &kube::Error) -> Option<u16> {

@@ -15,10 +15,10 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::ports::free_port;
-use super::process::{Process, exit_reason};
-use crate::routing::RevisionKey;
-use crate::workloads::{
+use crate::ports::free_port;
+use crate::process::{Process, exit_reason};
+use sluice_platform::routing::RevisionKey;
+use sluice_platform::workloads::{
     Failure, Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
 };
 

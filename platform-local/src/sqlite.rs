@@ -12,7 +12,7 @@ use serde_json::Value;
 use sluice_crds::{Object, ObjectKind};
 use tokio::sync::watch;
 
-use crate::store::{Store, StoreError};
+use sluice_platform::store::{Store, StoreError};
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -20,8 +20,8 @@ pub struct SqliteStore {
     changes: watch::Sender<u64>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<sluice_platform::store::BoxError>) -> StoreError {
+    StoreError::Backend(e.into())
 }
 
 /// A random RFC 4122 version-4 UID.

@@ -20,12 +20,12 @@ use kube::{Api, Client};
 use sluice_crds::config::FeaturesConfig;
 use sluice_crds::{Revision, Route};
 use sluice_platform::RevisionKey;
-use sluice_platform::kube::endpoints::{REVISION_LABEL, ready_endpoints};
-use sluice_platform::kube::inform;
 use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform_kube::endpoints::{REVISION_LABEL, ready_endpoints};
+use sluice_platform_kube::inform;
 use tokio::sync::watch;
 
-use crate::routing::snapshot;
+use sluice_controller::routing::snapshot;
 
 /// Publishes routing snapshots from the cluster into `tx` until the process ends. The first
 /// snapshot is published once every informer has listed its objects, so an activator that

@@ -11,8 +11,8 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use sluice_crds::config::DefaultsConfig;
 use sluice_crds::{Object, ObjectKind, manifest};
-use sluice_platform::kube::KubeStore;
 use sluice_platform::{Store, StoreError};
+use sluice_platform_kube::KubeStore;
 
 fn fixtures() -> Vec<(String, Vec<Object>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/tests/fixtures");
@@ -258,7 +258,7 @@ async fn kubernetes_api_server() {
 /// and an abandoned one passes once it has gone unrenewed for its duration.
 async fn one_leader_at_a_time(client: &Client) {
     use k8s_openapi::api::coordination::v1::Lease;
-    use sluice_platform::kube::{Elector, LeaseTimings};
+    use sluice_platform_kube::{Elector, LeaseTimings};
     let timings = LeaseTimings {
         duration: Duration::from_secs(1),
         renew_deadline: Duration::from_millis(800),

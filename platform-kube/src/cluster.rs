@@ -14,7 +14,7 @@ use kube::{Api, Client, Config};
 use sluice_crds::config::Configs;
 use tokio::sync::watch;
 
-use super::inform;
+use crate::inform;
 
 /// The namespace Sluice's components and config maps live in.
 pub const SYSTEM_NAMESPACE: &str = "sluice-system";

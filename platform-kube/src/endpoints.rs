@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::routing::RevisionKey;
+use sluice_platform::routing::RevisionKey;
 
 /// Knative's queue-proxy serving port.
 pub const QUEUE_SERVING_PORT: u16 = 8012;
