@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
+use sluice_crds::contract::metrics;
 use sluice_platform::{ActivatorStat, Clock, RevisionKey, Workloads};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -222,8 +223,8 @@ fn parse_metrics(text: &str) -> Option<Stat> {
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     Some(Stat {
-        concurrency: value("queue_average_concurrent_requests")?,
-        rps: value("queue_requests_per_second").unwrap_or(0.0),
+        concurrency: value(metrics::AVERAGE_CONCURRENCY)?,
+        rps: value(metrics::REQUESTS_PER_SECOND).unwrap_or(0.0),
     })
 }
 

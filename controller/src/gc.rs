@@ -10,7 +10,7 @@ use sluice_crds::config::GcConfig;
 use sluice_crds::{Revision, keys};
 
 /// Annotation recording when a revision's routing state last changed.
-pub const ROUTING_STATE_MODIFIED: &str = "serving.knative.dev/routingStateModified";
+pub use sluice_crds::keys::ROUTING_STATE_MODIFIED;
 
 fn annotation<'a>(rev: &'a Revision, key: &str) -> Option<&'a str> {
     rev.metadata

@@ -1,6 +1,5 @@
 //! Revision → the workload that runs it, and its status from what the workload reports.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_autoscaler::{Activity, ScalerSpec};
@@ -8,7 +7,7 @@ use sluice_crds::condition::{self, Condition};
 use sluice_crds::config::AutoscalerConfig;
 use sluice_crds::{Revision, RevisionStatus, keys};
 use sluice_platform::RevisionKey;
-use sluice_platform::workloads::{Readiness, WorkloadSpec, WorkloadStatus};
+use sluice_platform::workloads::{Probe, WorkloadSpec, WorkloadStatus};
 
 use crate::meta::{annotations, label};
 
@@ -24,26 +23,13 @@ pub fn key(rev: &Revision) -> RevisionKey {
 pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
     let spec = &rev.spec;
     let container = spec.serving_container().cloned().unwrap_or_default();
-    let argv = container
-        .command
-        .iter()
-        .chain(&container.args)
-        .cloned()
-        .collect();
-    let env = container
-        .env
-        .iter()
-        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-        .collect();
     let readiness = match container
         .readiness_probe
         .as_ref()
         .and_then(|p| p.http_get.as_ref())
     {
-        Some(get) => Readiness::Http {
-            path: get.path.clone().unwrap_or_else(|| "/".into()),
-        },
-        None => Readiness::Tcp,
+        Some(get) => Probe::Http(get.path.clone().unwrap_or_else(|| "/".into())),
+        None => Probe::Tcp,
     };
     let secs = |s: Option<i64>| {
         s.filter(|s| *s > 0)
@@ -58,9 +44,6 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
         configuration: label(&rev.metadata, keys::CONFIGURATION)
             .unwrap_or_default()
             .to_owned(),
-        argv,
-        env,
-        working_dir: container.working_dir.clone().map(PathBuf::from),
         container,
         replicas,
         container_concurrency: spec.concurrency(),
@@ -189,7 +172,7 @@ mod tests {
     use crate::meta::t0;
     use sluice_crds::RevisionSpec;
     use sluice_crds::template::Container;
-    use sluice_platform::workloads::Failure;
+    use sluice_platform::workloads::ReplicaFailure;
 
     fn rev() -> Revision {
         let container = Container {
@@ -220,7 +203,13 @@ mod tests {
     #[test]
     fn workload_runs_command_and_args_with_limits() {
         let w = workload_spec(&rev(), 1);
-        assert_eq!(w.argv, ["app", "--x"]);
+        let argv: Vec<&String> = w
+            .container
+            .command
+            .iter()
+            .chain(&w.container.args)
+            .collect();
+        assert_eq!(argv, ["app", "--x"]);
         assert_eq!(w.service, "hello");
         assert_eq!(w.container_concurrency, 1);
         assert_eq!(w.timeout, Duration::from_secs(2));
@@ -270,7 +259,7 @@ mod tests {
     fn crash_gives_exit_code_reason_and_ready_replica_clears_it() {
         let failing = WorkloadStatus {
             desired: 1,
-            failure: Some(Failure {
+            failure: Some(ReplicaFailure {
                 reason: "ExitCode3".into(),
                 message: "Container failed with: boom".into(),
             }),

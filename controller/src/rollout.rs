@@ -12,7 +12,7 @@ use sluice_crds::config::{NetworkConfig, parse_duration};
 use sluice_crds::{Route, keys};
 
 /// Route annotation holding the rollout in progress.
-pub const ANNOTATION: &str = "serving.knative.dev/rollout";
+pub use sluice_crds::keys::ROLLOUT as ANNOTATION;
 
 /// One rollout of a configuration target from one revision to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

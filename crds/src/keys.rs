@@ -26,3 +26,14 @@ pub const NO_GC: &str = "serving.knative.dev/no-gc";
 pub const ROLLOUT_DURATION: &str = "serving.knative.dev/rollout-duration";
 /// kubectl's record of the last applied manifest (never propagated).
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Label on a Revision's children (Deployment, pods, services) naming the revision.
+pub const REVISION: &str = "serving.knative.dev/revision";
+/// Annotation on a Route: the gradual rollout in progress (JSON), Route-owned state.
+pub const ROLLOUT: &str = "serving.knative.dev/rollout";
+/// Annotation on a Revision: when its routing state last changed (config-gc's last-active
+/// time).
+pub const ROUTING_STATE_MODIFIED: &str = "serving.knative.dev/routingStateModified";
+/// Annotation kn sets on every update it makes.
+pub const CLIENT_UPDATE_TIMESTAMP: &str = "client.knative.dev/updateTimestamp";
+/// The prefix of every label and annotation Serving sets itself.
+pub const SERVING_PREFIX: &str = "serving.knative.dev/";

@@ -10,6 +10,7 @@ pub mod autoscaling;
 pub mod condition;
 pub mod config;
 pub mod configuration;
+pub mod contract;
 pub mod crd;
 pub mod defaults;
 pub mod keys;

@@ -75,9 +75,9 @@ impl Errors {
 }
 
 /// Ports the queue-proxy and its peers own; a user process may not serve on them.
-pub const RESERVED_PORTS: [i32; 6] = [8012, 8013, 8022, 9090, 9091, 8008];
+pub use crate::contract::RESERVED_PORTS;
 /// Environment variables Sluice sets for the user process.
-pub const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"];
+pub use crate::contract::user_env::RESERVED as RESERVED_ENV;
 
 /// Validates a revision template of a Service or Configuration named `parent`.
 pub(crate) fn template(

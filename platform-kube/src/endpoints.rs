@@ -12,12 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use sluice_platform::routing::RevisionKey;
 
-/// Knative's queue-proxy serving port.
-pub const QUEUE_SERVING_PORT: u16 = 8012;
-/// The queue-proxy's metrics port (Knative's autoscaler scrapes 9090).
-pub const QUEUE_METRICS_PORT: u16 = 9090;
-/// The label naming a pod's (and its objects') revision.
-pub const REVISION_LABEL: &str = "serving.knative.dev/revision";
+pub use sluice_crds::contract::{
+    METRICS_PORT as QUEUE_METRICS_PORT, SERVING_PORT as QUEUE_SERVING_PORT,
+};
+pub use sluice_crds::keys::REVISION as REVISION_LABEL;
 /// The private Service's serving port name.
 pub const SERVING_PORT_NAME: &str = "http";
 /// The private Service's metrics port name.

@@ -23,12 +23,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use sluice_platform::routing::RevisionKey;
-use sluice_platform::workloads::{
-    Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
-};
+use sluice_platform::workloads::{WorkloadError, WorkloadSpec, WorkloadStatus, Workloads};
 
 pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
 use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
+use sluice_crds::contract::{self, QueueProxyEnv, user_env};
+use sluice_crds::keys;
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -176,13 +176,10 @@ impl KubeWorkloads {
             ),
         ]);
         if !spec.configuration.is_empty() {
-            labels.insert(
-                "serving.knative.dev/configuration".into(),
-                spec.configuration.clone(),
-            );
+            labels.insert(keys::CONFIGURATION.into(), spec.configuration.clone());
         }
         if !spec.service.is_empty() {
-            labels.insert("serving.knative.dev/service".into(), spec.service.clone());
+            labels.insert(keys::SERVICE.into(), spec.service.clone());
         }
         labels
     }
@@ -220,15 +217,15 @@ impl KubeWorkloads {
             value: Some(value.into()),
             value_from: None,
         };
-        env.push(literal("PORT", &user_port.to_string()));
-        env.push(literal("K_REVISION", &spec.key.name));
-        env.push(literal("K_CONFIGURATION", &spec.configuration));
-        env.push(literal("K_SERVICE", &spec.service));
+        env.push(literal(user_env::PORT, &user_port.to_string()));
+        env.push(literal(user_env::REVISION, &spec.key.name));
+        env.push(literal(user_env::CONFIGURATION, &spec.configuration));
+        env.push(literal(user_env::SERVICE, &spec.service));
         // Readiness is the queue-proxy's: it probes the user container itself.
         user.readiness_probe = None;
 
         let pod_name = EnvVar {
-            name: "SERVING_POD".into(),
+            name: contract::env::POD.into(),
             value: None,
             value_from: Some(EnvVarSource {
                 field_ref: Some(ObjectFieldSelector {
@@ -238,11 +235,34 @@ impl KubeWorkloads {
                 ..EnvVarSource::default()
             }),
         };
-        let secs = |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_secs()).to_string();
-        let (probe_kind, probe_path) = match &spec.readiness {
-            Readiness::Tcp => ("tcp", String::new()),
-            Readiness::Http { path } => ("http", path.clone()),
+        let queue_env = QueueProxyEnv {
+            serving_port: QUEUE_SERVING_PORT,
+            // The admin port serves the metrics the autoscaler scrapes, on Knative's port.
+            admin_port: QUEUE_METRICS_PORT,
+            bind_address: Some("0.0.0.0".into()),
+            // Validation keeps containerPort within 1..=65535.
+            user_port: u16::try_from(user_port).map_err(|_| {
+                WorkloadError::Unsupported(format!("containerPort {user_port} is out of range"))
+            })?,
+            container_concurrency: spec.container_concurrency,
+            timeout_seconds: spec.timeout.as_secs(),
+            response_start_timeout_seconds: spec.response_start_timeout.map(|d| d.as_secs()),
+            idle_timeout_seconds: spec.idle_timeout.map(|d| d.as_secs()),
+            namespace: spec.key.namespace.clone(),
+            service: spec.service.clone(),
+            configuration: spec.configuration.clone(),
+            revision: spec.key.name.clone(),
+            // From the downward API below.
+            pod: None,
+            probe: spec.readiness.clone(),
+            drain_quiet_milliseconds: None,
         };
+        let mut queue_vars: Vec<EnvVar> = queue_env
+            .vars()
+            .into_iter()
+            .map(|(name, value)| literal(name, &value))
+            .collect();
+        queue_vars.push(pod_name);
         let queue = Container {
             name: "queue-proxy".into(),
             image: Some(self.cfg.queue_proxy_image.clone()),
@@ -260,32 +280,7 @@ impl KubeWorkloads {
                     ..ContainerPort::default()
                 },
             ]),
-            env: Some(vec![
-                literal("QUEUE_BIND_ADDRESS", "0.0.0.0"),
-                literal("QUEUE_SERVING_PORT", &QUEUE_SERVING_PORT.to_string()),
-                literal("QUEUE_ADMIN_PORT", &QUEUE_METRICS_PORT.to_string()),
-                literal("USER_PORT", &user_port.to_string()),
-                literal(
-                    "CONTAINER_CONCURRENCY",
-                    &spec.container_concurrency.to_string(),
-                ),
-                literal(
-                    "REVISION_TIMEOUT_SECONDS",
-                    &spec.timeout.as_secs().to_string(),
-                ),
-                literal(
-                    "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
-                    &secs(spec.response_start_timeout),
-                ),
-                literal("REVISION_IDLE_TIMEOUT_SECONDS", &secs(spec.idle_timeout)),
-                literal("SERVING_NAMESPACE", &spec.key.namespace),
-                literal("SERVING_SERVICE", &spec.service),
-                literal("SERVING_CONFIGURATION", &spec.configuration),
-                literal("SERVING_REVISION", &spec.key.name),
-                literal("SERVING_READINESS_PROBE", probe_kind),
-                literal("SERVING_READINESS_PATH", &probe_path),
-                pod_name,
-            ]),
+            env: Some(queue_vars),
             readiness_probe: Some(Probe {
                 http_get: Some(HTTPGetAction {
                     path: Some("/".into()),

@@ -15,11 +15,13 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use sluice_crds::contract::{QueueProxyEnv, user_env};
+
 use crate::ports::free_port;
 use crate::process::{Process, exit_reason};
 use sluice_platform::routing::RevisionKey;
 use sluice_platform::workloads::{
-    Failure, Readiness, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
+    ReplicaFailure, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
 };
 
 /// Probe period of a starting replica's queue-proxy during its first second.
@@ -62,7 +64,7 @@ struct ReplicaRun {
 struct ReplicaState {
     ready: Option<SocketAddr>,
     admin: Option<SocketAddr>,
-    failure: Option<Failure>,
+    failure: Option<ReplicaFailure>,
 }
 
 /// The loopback ports of one replica incarnation.
@@ -127,7 +129,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
 
 impl Workloads for Supervisor {
     async fn ensure(&self, spec: WorkloadSpec) -> Result<(), WorkloadError> {
-        if spec.argv.is_empty() {
+        if spec.container.command.is_empty() {
             return Err(WorkloadError::Unsupported(format!(
                 "revision {}: no command to run",
                 spec.key
@@ -143,10 +145,7 @@ impl Workloads for Supervisor {
                     next_id: 1,
                 });
             let mut to_stop = Vec::new();
-            if run.spec.argv != spec.argv
-                || run.spec.env != spec.env
-                || run.spec.working_dir != spec.working_dir
-            {
+            if run.spec.container != spec.container {
                 // Revisions are immutable, so this only happens when a name is reused after a
                 // delete: replace every replica.
                 to_stop.append(&mut run.replicas);
@@ -266,7 +265,7 @@ impl Replica {
         tracing::warn!(revision = %self.spec.key, pod = %self.pod, %reason, %message, "Replica failed.");
         self.set(|s| {
             s.ready = None;
-            s.failure = Some(Failure { reason, message });
+            s.failure = Some(ReplicaFailure { reason, message });
         });
         Ended::Crashed
     }
@@ -288,7 +287,7 @@ impl Replica {
                     "ExecFailed".into(),
                     format!(
                         "Container failed with: cannot run {:?}: {e}",
-                        self.spec.argv[0]
+                        self.spec.container.command[0]
                     ),
                 );
             }
@@ -366,14 +365,21 @@ impl Replica {
     }
     fn user_command(&self, ports: &Ports) -> Command {
         let spec = &self.spec;
-        let mut cmd = Command::new(&spec.argv[0]);
-        cmd.args(&spec.argv[1..]);
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        cmd.env("PORT", ports.user.to_string())
-            .env("K_SERVICE", &spec.service)
-            .env("K_CONFIGURATION", &spec.configuration)
-            .env("K_REVISION", &spec.key.name);
-        if let Some(dir) = &spec.working_dir {
+        // The program is `command` then `args`; only literal env values exist here (admission
+        // refuses valueFrom and envFrom on the local platform).
+        let c = &spec.container;
+        let mut cmd = Command::new(&c.command[0]);
+        cmd.args(c.command[1..].iter().chain(&c.args));
+        cmd.envs(
+            c.env
+                .iter()
+                .filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?))),
+        );
+        cmd.env(user_env::PORT, ports.user.to_string())
+            .env(user_env::SERVICE, &spec.service)
+            .env(user_env::CONFIGURATION, &spec.configuration)
+            .env(user_env::REVISION, &spec.key.name);
+        if let Some(dir) = &c.working_dir {
             cmd.current_dir(dir);
         }
         cmd
@@ -383,38 +389,24 @@ impl Replica {
         let spec = &self.spec;
         let mut cmd = Command::new(&self.cfg.queue_proxy[0]);
         cmd.args(&self.cfg.queue_proxy[1..]);
-        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
-        let (probe_kind, probe_path) = match &spec.readiness {
-            Readiness::Tcp => ("tcp", String::new()),
-            Readiness::Http { path } => ("http", path.clone()),
+        let env = QueueProxyEnv {
+            serving_port: ports.queue,
+            admin_port: ports.admin,
+            bind_address: None,
+            user_port: ports.user,
+            container_concurrency: spec.container_concurrency,
+            timeout_seconds: spec.timeout.as_secs(),
+            response_start_timeout_seconds: spec.response_start_timeout.map(|d| d.as_secs()),
+            idle_timeout_seconds: spec.idle_timeout.map(|d| d.as_secs()),
+            namespace: spec.key.namespace.clone(),
+            service: spec.service.clone(),
+            configuration: spec.configuration.clone(),
+            revision: spec.key.name.clone(),
+            pod: Some(self.pod.clone()),
+            probe: spec.readiness.clone(),
+            drain_quiet_milliseconds: u64::try_from(self.cfg.drain_quiet.as_millis()).ok(),
         };
-        cmd.env("QUEUE_SERVING_PORT", ports.queue.to_string())
-            .env("QUEUE_ADMIN_PORT", ports.admin.to_string())
-            .env("USER_PORT", ports.user.to_string())
-            .env(
-                "CONTAINER_CONCURRENCY",
-                spec.container_concurrency.to_string(),
-            )
-            .env(
-                "REVISION_TIMEOUT_SECONDS",
-                spec.timeout.as_secs().to_string(),
-            )
-            .env(
-                "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
-                secs(spec.response_start_timeout),
-            )
-            .env("REVISION_IDLE_TIMEOUT_SECONDS", secs(spec.idle_timeout))
-            .env("SERVING_NAMESPACE", &spec.key.namespace)
-            .env("SERVING_SERVICE", &spec.service)
-            .env("SERVING_CONFIGURATION", &spec.configuration)
-            .env("SERVING_REVISION", &spec.key.name)
-            .env("SERVING_POD", &self.pod)
-            .env("SERVING_READINESS_PROBE", probe_kind)
-            .env("SERVING_READINESS_PATH", probe_path)
-            .env(
-                "QUEUE_DRAIN_QUIET_MILLISECONDS",
-                self.cfg.drain_quiet.as_millis().to_string(),
-            );
+        cmd.envs(env.vars());
         cmd
     }
 }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -21,15 +20,9 @@ pub struct WorkloadSpec {
     pub configuration: String,
     /// The revision's uid (owner of what a cluster creates for it).
     pub uid: String,
-    /// The serving container as the revision declares it (platforms that run images use it
-    /// whole; the local platform reads `argv` and `env` below).
+    /// The serving container as the revision declares it: a cluster runs it as a pod's
+    /// container, the local platform runs its command, args, literal env and working dir.
     pub container: sluice_crds::template::Container,
-    /// Program and arguments (`command` followed by `args`).
-    pub argv: Vec<String>,
-    /// Literal environment of the user process.
-    pub env: Vec<(String, String)>,
-    /// Working directory of the user process.
-    pub working_dir: Option<PathBuf>,
     /// Replicas wanted.
     pub replicas: u32,
     /// containerConcurrency (0 = unlimited).
@@ -41,20 +34,10 @@ pub struct WorkloadSpec {
     /// Time allowed between response bytes, if limited.
     pub idle_timeout: Option<Duration>,
     /// How the queue-proxy decides the user process is ready.
-    pub readiness: Readiness,
+    pub readiness: Probe,
 }
 
-/// A readiness check of the user process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Readiness {
-    /// The user port accepts a TCP connection.
-    Tcp,
-    /// GET on this path of the user port answers 2xx.
-    Http {
-        /// The path to request.
-        path: String,
-    },
-}
+pub use sluice_crds::contract::Probe;
 
 /// The observed state of one revision's replicas.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -66,12 +49,12 @@ pub struct WorkloadStatus {
     /// The metrics (admin) address of each ready endpoint, in the same order.
     pub metrics: Vec<SocketAddr>,
     /// Why replicas are failing, while none is ready.
-    pub failure: Option<Failure>,
+    pub failure: Option<ReplicaFailure>,
 }
 
 /// Why a revision's replicas fail.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
+pub struct ReplicaFailure {
     /// CamelCase reason, e.g. `ExitCode3`.
     pub reason: String,
     /// For humans: what happened, with the tail of the process's stderr.

@@ -6,14 +6,9 @@ use sluice_relay::Limits;
 pub use sluice_runtime::env::{Env, ProcessEnv};
 use sluice_runtime::env::{EnvError, parse_or};
 
-/// How readiness of the user process is checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadinessProbe {
-    /// TCP connect to the user port.
-    Tcp,
-    /// HTTP GET of this path on the user port, expecting 2xx.
-    Http(String),
-}
+/// How readiness of the user process is checked (the contract's [`Probe`]).
+pub use sluice_crds::contract::Probe as ReadinessProbe;
+use sluice_crds::contract::{self, env as names};
 
 /// A bad or missing environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -87,35 +82,35 @@ fn seconds(value: u64) -> Option<Duration> {
 impl Config {
     /// Parses the configuration from `env`.
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
-        let readiness = match env.get("SERVING_READINESS_PROBE").as_deref() {
+        let readiness = match env.get(names::READINESS_PROBE).as_deref() {
             None | Some("") | Some("tcp") => ReadinessProbe::Tcp,
             Some("http") => ReadinessProbe::Http(
-                env.get("SERVING_READINESS_PATH")
+                env.get(names::READINESS_PATH)
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "/".into()),
             ),
             Some(other) => {
                 return Err(ConfigError {
-                    key: "SERVING_READINESS_PROBE",
+                    key: names::READINESS_PROBE,
                     message: format!("{other:?} is not tcp or http"),
                 });
             }
         };
         Ok(Self {
-            serving_port: optional(env, "QUEUE_SERVING_PORT", 8012)?,
-            admin_port: optional(env, "QUEUE_ADMIN_PORT", 8022)?,
-            user_port: required(env, "USER_PORT")?,
-            container_concurrency: optional(env, "CONTAINER_CONCURRENCY", 0)?,
-            timeout: Duration::from_secs(optional(env, "REVISION_TIMEOUT_SECONDS", 300)?),
+            serving_port: optional(env, names::SERVING_PORT, contract::SERVING_PORT)?,
+            admin_port: optional(env, names::ADMIN_PORT, contract::ADMIN_PORT)?,
+            user_port: required(env, names::USER_PORT)?,
+            container_concurrency: optional(env, names::CONTAINER_CONCURRENCY, 0)?,
+            timeout: Duration::from_secs(optional(env, names::REVISION_TIMEOUT_SECONDS, 300)?),
             response_start_timeout: seconds(optional(
                 env,
-                "REVISION_RESPONSE_START_TIMEOUT_SECONDS",
+                names::RESPONSE_START_TIMEOUT_SECONDS,
                 0,
             )?),
-            idle_timeout: seconds(optional(env, "REVISION_IDLE_TIMEOUT_SECONDS", 0)?),
-            namespace: env.get("SERVING_NAMESPACE").unwrap_or_default(),
-            revision: env.get("SERVING_REVISION").unwrap_or_default(),
-            pod: env.get("SERVING_POD").unwrap_or_default(),
+            idle_timeout: seconds(optional(env, names::IDLE_TIMEOUT_SECONDS, 0)?),
+            namespace: env.get(names::NAMESPACE).unwrap_or_default(),
+            revision: env.get(names::REVISION).unwrap_or_default(),
+            pod: env.get(names::POD).unwrap_or_default(),
             readiness,
             limits: Limits::from_env(env)?,
         })
@@ -152,6 +147,50 @@ mod tests {
         assert_eq!(cfg.timeout, Duration::from_secs(2));
         assert_eq!(cfg.response_start_timeout, None);
         assert_eq!(cfg.readiness, ReadinessProbe::Http("/ready".into()));
+    }
+
+    #[test]
+    fn what_the_platforms_write_is_what_the_queue_proxy_reads() {
+        let written = contract::QueueProxyEnv {
+            serving_port: 18012,
+            admin_port: 18022,
+            bind_address: None,
+            user_port: 9000,
+            container_concurrency: 4,
+            timeout_seconds: 30,
+            response_start_timeout_seconds: Some(5),
+            idle_timeout_seconds: None,
+            namespace: "e1".into(),
+            service: "same".into(),
+            configuration: "same".into(),
+            revision: "same-00002".into(),
+            pod: Some("same-00002-1".into()),
+            probe: ReadinessProbe::Http("/healthz".into()),
+            drain_quiet_milliseconds: Some(300),
+        };
+        let vars: HashMap<String, String> = written
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let cfg = Config::from_env(&vars).unwrap();
+        assert_eq!(
+            (cfg.serving_port, cfg.admin_port, cfg.user_port),
+            (18012, 18022, 9000)
+        );
+        assert_eq!(cfg.container_concurrency, 4);
+        assert_eq!(cfg.timeout, Duration::from_secs(30));
+        assert_eq!(cfg.response_start_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(
+            (
+                cfg.namespace.as_str(),
+                cfg.revision.as_str(),
+                cfg.pod.as_str()
+            ),
+            ("e1", "same-00002", "same-00002-1")
+        );
+        assert_eq!(cfg.readiness, ReadinessProbe::Http("/healthz".into()));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use sluice_crds::contract::metrics;
 use sluice_runtime::concurrency::{Report, Window};
 
 /// Shared request statistics of one queue-proxy.
@@ -65,6 +66,7 @@ impl Stats {
     /// Prometheus text exposition of the counters and the last report.
     pub fn render(&self, labels: &str) -> String {
         let last = *self.last.lock().expect("stats lock");
+        let (avg, rps) = (metrics::AVERAGE_CONCURRENCY, metrics::REQUESTS_PER_SECOND);
         format!(
             "# HELP queue_requests_total Requests proxied to the user process.\n\
              # TYPE queue_requests_total counter\n\
@@ -72,12 +74,12 @@ impl Stats {
              # HELP queue_in_flight_requests Requests in flight or queued now.\n\
              # TYPE queue_in_flight_requests gauge\n\
              queue_in_flight_requests{{{labels}}} {}\n\
-             # HELP queue_average_concurrent_requests Time-weighted average concurrency over the last second.\n\
-             # TYPE queue_average_concurrent_requests gauge\n\
-             queue_average_concurrent_requests{{{labels}}} {}\n\
-             # HELP queue_requests_per_second Requests in the last second.\n\
-             # TYPE queue_requests_per_second gauge\n\
-             queue_requests_per_second{{{labels}}} {}\n",
+             # HELP {avg} Time-weighted average concurrency over the last second.\n\
+             # TYPE {avg} gauge\n\
+             {avg}{{{labels}}} {}\n\
+             # HELP {rps} Requests in the last second.\n\
+             # TYPE {rps} gauge\n\
+             {rps}{{{labels}}} {}\n",
             self.total.load(Ordering::Relaxed),
             self.in_flight.load(Ordering::Acquire),
             last.average_concurrency,

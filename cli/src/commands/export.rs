@@ -16,7 +16,7 @@ use crate::client::Client;
 
 /// Annotations and labels that belong to the cluster that stored the object, not to its intent.
 fn keep_label(key: &str) -> bool {
-    !key.starts_with("serving.knative.dev/")
+    !key.starts_with(keys::SERVING_PREFIX)
 }
 
 fn keep_annotation(key: &str) -> bool {
@@ -25,7 +25,7 @@ fn keep_annotation(key: &str) -> bool {
         keys::LAST_MODIFIER,
         keys::LAST_APPLIED,
         keys::ROUTES,
-        "client.knative.dev/updateTimestamp",
+        keys::CLIENT_UPDATE_TIMESTAMP,
     ]
     .contains(&key)
 }
