@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use sluice_crds::autoscaling::{
+use sluice_api::autoscaling::{
     INITIAL_SCALE, MAX_SCALE, MAX_SCALE_LEGACY, MIN_SCALE, MIN_SCALE_LEGACY, scale_value,
 };
-use sluice_crds::config::AutoscalerConfig;
+use sluice_api::config::AutoscalerConfig;
 
 /// The replica bounds of one revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

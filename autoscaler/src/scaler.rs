@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use sluice_crds::autoscaling::{
+use sluice_api::autoscaling::{
     ACTIVATION_SCALE, PANIC_THRESHOLD_PERCENTAGE, PANIC_WINDOW_PERCENTAGE, SCALE_DOWN_DELAY,
     SCALE_TO_ZERO_POD_RETENTION, TARGET_BURST_CAPACITY, WINDOW, scale_value,
 };
-use sluice_crds::config::{AutoscalerConfig, parse_duration};
+use sluice_api::config::{AutoscalerConfig, parse_duration};
 
 use crate::{Decider, DeciderSpec, Metric, ScaleBounds, Target, WindowBuckets};
 
@@ -463,8 +463,8 @@ mod tests {
     fn min_scale_holds_through_idleness_and_max_scale_caps() {
         let mut r = Replay::new(spec(
             &[
-                (sluice_crds::autoscaling::MIN_SCALE, "2"),
-                (sluice_crds::autoscaling::MAX_SCALE, "4"),
+                (sluice_api::autoscaling::MIN_SCALE, "2"),
+                (sluice_api::autoscaling::MAX_SCALE, "4"),
             ],
             1,
         ));

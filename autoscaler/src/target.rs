@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use sluice_crds::autoscaling::{METRIC, TARGET, TARGET_UTILIZATION};
-use sluice_crds::config::AutoscalerConfig;
+use sluice_api::autoscaling::{METRIC, TARGET, TARGET_UTILIZATION};
+use sluice_api::config::AutoscalerConfig;
 
 /// Which metric a revision scales on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

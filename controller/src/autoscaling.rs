@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_api::contract::metrics;
 use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
-use sluice_crds::contract::metrics;
 use sluice_platform::{ActivatorStat, Clock, RevisionKey, Workloads};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -231,7 +231,7 @@ fn parse_metrics(text: &str) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::config::AutoscalerConfig;
+    use sluice_api::config::AutoscalerConfig;
 
     #[test]
     fn reads_the_queue_proxy_averages() {

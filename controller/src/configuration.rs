@@ -1,8 +1,8 @@
 //! Configuration → one immutable Revision per generation of its template, and its status.
 
-use sluice_crds::condition::{self, Condition, ConditionStatus};
-use sluice_crds::configuration::ConfigurationStatusFields;
-use sluice_crds::{Configuration, ConfigurationStatus, Revision, keys, names};
+use sluice_api::condition::{self, Condition, ConditionStatus};
+use sluice_api::configuration::ConfigurationStatusFields;
+use sluice_api::{Configuration, ConfigurationStatus, Revision, keys, names};
 
 use crate::meta::{label, non_empty, owner_ref, transition_time};
 
@@ -99,7 +99,7 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::meta::t0;
-    use sluice_crds::ConfigurationSpec;
+    use sluice_api::ConfigurationSpec;
 
     fn config(generation: i64) -> Configuration {
         let mut c = Configuration::new("hello", ConfigurationSpec::default());
@@ -110,7 +110,7 @@ mod tests {
     }
 
     fn ready(mut rev: Revision, status: Condition) -> Revision {
-        rev.status = Some(sluice_crds::RevisionStatus {
+        rev.status = Some(sluice_api::RevisionStatus {
             conditions: vec![status],
             ..Default::default()
         });

@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 
 use jiff::{SignedDuration, Timestamp};
-use sluice_crds::config::GcConfig;
-use sluice_crds::{Revision, keys};
+use sluice_api::config::GcConfig;
+use sluice_api::{Revision, keys};
 
 /// Annotation recording when a revision's routing state last changed.
-pub use sluice_crds::keys::ROUTING_STATE_MODIFIED;
+pub use sluice_api::keys::ROUTING_STATE_MODIFIED;
 
 fn annotation<'a>(rev: &'a Revision, key: &str) -> Option<&'a str> {
     rev.metadata
@@ -100,7 +100,7 @@ pub fn collect(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use sluice_crds::RevisionSpec;
+    use sluice_api::RevisionSpec;
 
     const HOUR: i64 = 3600;
 

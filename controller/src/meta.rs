@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sluice_crds::API_VERSION;
+use sluice_api::API_VERSION;
 
 /// A controlling owner reference to `owner` of `kind`.
 pub fn owner_ref(kind: &str, owner: &ObjectMeta) -> OwnerReference {

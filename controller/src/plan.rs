@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 
 use jiff::Timestamp;
-use sluice_crds::config::GcConfig;
-use sluice_crds::{Configuration, ObjectKind, Revision, Route, Service, keys};
+use sluice_api::config::GcConfig;
+use sluice_api::{Configuration, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::RevisionKey;
 
 use crate::meta::{controller_of, label};
@@ -246,9 +246,9 @@ pub fn rollout_target(route: &Route, configurations: &[Configuration]) -> Rollou
 mod tests {
     use super::*;
     use crate::meta::{owner_ref, t0};
-    use sluice_crds::config::GcConfig;
-    use sluice_crds::route::{RouteSpec, RouteStatus, TrafficTarget};
-    use sluice_crds::{ConfigurationSpec, ConfigurationStatus, ServiceSpec};
+    use sluice_api::config::GcConfig;
+    use sluice_api::route::{RouteSpec, RouteStatus, TrafficTarget};
+    use sluice_api::{ConfigurationSpec, ConfigurationStatus, ServiceSpec};
 
     fn service(ns: &str, name: &str) -> Service {
         let mut s = Service::new(name, ServiceSpec::default());

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use sluice_api::condition::{self, Condition};
+use sluice_api::config::AutoscalerConfig;
+use sluice_api::{Revision, RevisionStatus, keys};
 use sluice_autoscaler::{Activity, ScalerSpec};
-use sluice_crds::condition::{self, Condition};
-use sluice_crds::config::AutoscalerConfig;
-use sluice_crds::{Revision, RevisionStatus, keys};
 use sluice_platform::RevisionKey;
 use sluice_platform::workloads::{Probe, WorkloadSpec, WorkloadStatus};
 
@@ -170,8 +170,8 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::meta::t0;
-    use sluice_crds::RevisionSpec;
-    use sluice_crds::template::Container;
+    use sluice_api::RevisionSpec;
+    use sluice_api::template::Container;
     use sluice_platform::workloads::ReplicaFailure;
 
     fn rev() -> Revision {
@@ -220,7 +220,7 @@ mod tests {
         let mut r = rev();
         r.metadata.annotations = Some(
             [(
-                sluice_crds::autoscaling::MIN_SCALE.to_owned(),
+                sluice_api::autoscaling::MIN_SCALE.to_owned(),
                 "2".to_owned(),
             )]
             .into(),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use sluice_crds::config::{NetworkConfig, parse_duration};
-use sluice_crds::{Route, keys};
+use sluice_api::config::{NetworkConfig, parse_duration};
+use sluice_api::{Route, keys};
 
 /// Route annotation holding the rollout in progress.
-pub use sluice_crds::keys::ROLLOUT as ANNOTATION;
+pub use sluice_api::keys::ROLLOUT as ANNOTATION;
 
 /// One rollout of a configuration target from one revision to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

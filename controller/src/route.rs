@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use sluice_crds::condition::{self, Condition};
-use sluice_crds::config::NetworkConfig;
-use sluice_crds::route::{Addressable, RouteStatusFields};
-use sluice_crds::{Configuration, Revision, Route, RouteStatus, TrafficTarget};
+use sluice_api::condition::{self, Condition};
+use sluice_api::config::NetworkConfig;
+use sluice_api::route::{Addressable, RouteStatusFields};
+use sluice_api::{Configuration, Revision, Route, RouteStatus, TrafficTarget};
 
 use crate::rollout::Rollout;
 
@@ -48,7 +48,7 @@ fn resolve_target(
             Some(ready) => ready,
             None => {
                 let failed = condition::find(&st.conditions, "Ready")
-                    .is_some_and(|c| c.status == sluice_crds::ConditionStatus::False);
+                    .is_some_and(|c| c.status == sluice_api::ConditionStatus::False);
                 return Err(if failed {
                     Unresolved {
                         waiting: false,
@@ -76,7 +76,7 @@ fn resolve_target(
     })?;
     match rev.ready_condition() {
         Some(c) if c.is_true() => Ok(name),
-        Some(c) if c.status == sluice_crds::ConditionStatus::False => Err(Unresolved {
+        Some(c) if c.status == sluice_api::ConditionStatus::False => Err(Unresolved {
             waiting: false,
             reason: "RevisionMissing",
             message: format!("Revision {name:?} failed to become ready."),
@@ -226,7 +226,7 @@ pub fn consolidate(traffic: &[TrafficTarget]) -> BTreeMap<String, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::{RevisionSpec, RevisionStatus, RouteSpec};
+    use sluice_api::{RevisionSpec, RevisionStatus, RouteSpec};
 
     fn revision(name: &str, ready: bool) -> Revision {
         let mut r = Revision::new(name, RevisionSpec::default());
@@ -338,7 +338,7 @@ mod tests {
             jiff::Timestamp::now(),
         );
         let c = condition::find(&st.conditions, "Ready").unwrap();
-        assert_eq!(c.status, sluice_crds::ConditionStatus::Unknown);
+        assert_eq!(c.status, sluice_api::ConditionStatus::Unknown);
         assert_eq!(
             c.message.as_deref(),
             Some("Configuration \"hello\" is waiting for a Revision to become ready.")

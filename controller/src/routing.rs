@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use sluice_crds::{Revision, Route};
+use sluice_api::{Revision, Route};
 use sluice_platform::RevisionKey;
 use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
 
@@ -109,8 +109,8 @@ pub fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::route::RouteStatusFields;
-    use sluice_crds::{RevisionSpec, RouteSpec, RouteStatus, TrafficTarget};
+    use sluice_api::route::RouteStatusFields;
+    use sluice_api::{RevisionSpec, RouteSpec, RouteStatus, TrafficTarget};
 
     #[test]
     fn main_and_tag_hosts_with_endpoints() {

@@ -1,8 +1,8 @@
 //! Service → its Configuration and Route (same name), and its status from theirs.
 
-use sluice_crds::condition::{self, Condition};
-use sluice_crds::keys;
-use sluice_crds::{Configuration, ConfigurationSpec, Route, RouteSpec, Service, ServiceStatus};
+use sluice_api::condition::{self, Condition};
+use sluice_api::keys;
+use sluice_api::{Configuration, ConfigurationSpec, Route, RouteSpec, Service, ServiceStatus};
 
 use crate::meta::{annotations, labels, non_empty, owner_ref};
 
@@ -154,8 +154,8 @@ pub fn status(
 mod tests {
     use super::*;
     use crate::meta::t0;
-    use sluice_crds::manifest::parse_documents;
-    use sluice_crds::{Object, TrafficTarget};
+    use sluice_api::manifest::parse_documents;
+    use sluice_api::{Object, TrafficTarget};
 
     fn hello() -> Service {
         let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: hello\n  namespace: default\n  uid: u1\n  labels: {team: a}\n  annotations: {kubectl.kubernetes.io/last-applied-configuration: x, note: y}\nspec:\n  template:\n    spec:\n      containers: [{command: [hello]}]\n  traffic:\n    - {latestRevision: true, percent: 100}\n";
@@ -191,7 +191,7 @@ mod tests {
 
         let mut cfg = desired_configuration(&svc);
         cfg.metadata.generation = Some(1);
-        let mut cs = sluice_crds::ConfigurationStatus {
+        let mut cs = sluice_api::ConfigurationStatus {
             observed_generation: Some(1),
             ..Default::default()
         };
@@ -200,7 +200,7 @@ mod tests {
         cfg.status = Some(cs);
         let mut route = desired_route(&svc);
         route.metadata.generation = Some(1);
-        let mut rs = sluice_crds::RouteStatus {
+        let mut rs = sluice_api::RouteStatus {
             observed_generation: Some(1),
             ..Default::default()
         };

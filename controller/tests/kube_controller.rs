@@ -15,9 +15,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlic
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use sluice_api::config::{Configs, DefaultsConfig};
+use sluice_api::{Object, ObjectKind, Revision, manifest};
 use sluice_controller::{Autoscaler, Controller};
-use sluice_crds::config::{Configs, DefaultsConfig};
-use sluice_crds::{Object, ObjectKind, Revision, manifest};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Clock, Store, SystemClock};
 use sluice_platform_kube::{KubeStore, KubeWorkloads, KubeWorkloadsConfig};

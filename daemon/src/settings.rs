@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sluice_crds::config::{ConfigData, Configs, parse_config_map};
+use sluice_api::config::{ConfigData, Configs, parse_config_map};
 use tokio::sync::watch;
 
 /// Reads every config file under `dir`; `domain` is the default domain (`--domain`).

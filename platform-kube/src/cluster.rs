@@ -11,7 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
-use sluice_crds::config::Configs;
+use sluice_api::config::Configs;
 use tokio::sync::watch;
 
 use crate::inform;
@@ -48,7 +48,7 @@ pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow
 }
 
 /// The settings of Knative's config maps in `namespace`, parsed.
-fn parse(maps: &Store<ConfigMap>) -> Result<Configs, sluice_crds::config::ConfigError> {
+fn parse(maps: &Store<ConfigMap>) -> Result<Configs, sluice_api::config::ConfigError> {
     let state = maps.state();
     Configs::parse(
         |name| {

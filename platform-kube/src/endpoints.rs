@@ -12,10 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use sluice_platform::routing::RevisionKey;
 
-pub use sluice_crds::contract::{
+pub use sluice_api::contract::{
     METRICS_PORT as QUEUE_METRICS_PORT, SERVING_PORT as QUEUE_SERVING_PORT,
 };
-pub use sluice_crds::keys::REVISION as REVISION_LABEL;
+pub use sluice_api::keys::REVISION as REVISION_LABEL;
 /// The private Service's serving port name.
 pub const SERVING_PORT_NAME: &str = "http";
 /// The private Service's metrics port name.

@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use tokio::sync::watch;
 
 use sluice_platform::store::{Store, StoreError};

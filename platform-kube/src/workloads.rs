@@ -27,8 +27,8 @@ use sluice_platform::workloads::{WorkloadError, WorkloadSpec, WorkloadStatus, Wo
 
 pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
 use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
-use sluice_crds::contract::{self, QueueProxyEnv, user_env};
-use sluice_crds::keys;
+use sluice_api::contract::{self, QueueProxyEnv, user_env};
+use sluice_api::keys;
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 

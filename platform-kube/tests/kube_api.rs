@@ -9,13 +9,13 @@ use std::time::Duration;
 use kube::Client;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use sluice_crds::config::DefaultsConfig;
-use sluice_crds::{Object, ObjectKind, manifest};
+use sluice_api::config::DefaultsConfig;
+use sluice_api::{Object, ObjectKind, manifest};
 use sluice_platform::{Store, StoreError};
 use sluice_platform_kube::KubeStore;
 
 fn fixtures() -> Vec<(String, Vec<Object>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/tests/fixtures");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/tests/fixtures");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -127,7 +127,7 @@ async fn store_round_trip(client: &Client) {
     let Object::Service(mut with_status) = updated else {
         unreachable!()
     };
-    with_status.status = Some(sluice_crds::ServiceStatus {
+    with_status.status = Some(sluice_api::ServiceStatus {
         observed_generation: Some(2),
         ..Default::default()
     });

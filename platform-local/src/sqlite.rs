@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use sluice_crds::{Object, ObjectKind};
+use sluice_api::{Object, ObjectKind};
 use tokio::sync::watch;
 
 use sluice_platform::store::{Store, StoreError};
@@ -318,7 +318,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_crds::manifest::parse_documents;
+    use sluice_api::manifest::parse_documents;
 
     fn hello(target: &str) -> Object {
         let yaml = format!(

@@ -15,7 +15,7 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use sluice_crds::contract::{QueueProxyEnv, user_env};
+use sluice_api::contract::{QueueProxyEnv, user_env};
 
 use crate::ports::free_port;
 use crate::process::{Process, exit_reason};

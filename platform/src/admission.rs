@@ -1,11 +1,11 @@
 //! Admission, then the write: nothing reaches a [`Store`] unless
-//! [`admit`](sluice_crds::admission::admit) passes it.
+//! [`admit`](sluice_api::admission::admit) passes it.
 
-use sluice_crds::Object;
-pub use sluice_crds::admission::Platform;
-use sluice_crds::admission::admit;
-use sluice_crds::config::DefaultsConfig;
-use sluice_crds::validation::ValidationError;
+use sluice_api::Object;
+pub use sluice_api::admission::Platform;
+use sluice_api::admission::admit;
+use sluice_api::config::DefaultsConfig;
+use sluice_api::validation::ValidationError;
 
 use crate::{Store, StoreError};
 

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use sluice_crds::{Object, ObjectKind};
+use sluice_api::{Object, ObjectKind};
 use tokio::sync::watch;
 
 /// Why a store operation failed.

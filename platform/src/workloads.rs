@@ -22,7 +22,7 @@ pub struct WorkloadSpec {
     pub uid: String,
     /// The serving container as the revision declares it: a cluster runs it as a pod's
     /// container, the local platform runs its command, args, literal env and working dir.
-    pub container: sluice_crds::template::Container,
+    pub container: sluice_api::template::Container,
     /// Replicas wanted.
     pub replicas: u32,
     /// containerConcurrency (0 = unlimited).
@@ -37,7 +37,7 @@ pub struct WorkloadSpec {
     pub readiness: Probe,
 }
 
-pub use sluice_crds::contract::Probe;
+pub use sluice_api::contract::Probe;
 
 /// The observed state of one revision's replicas.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -7,8 +7,8 @@ pub use sluice_runtime::env::{Env, ProcessEnv};
 use sluice_runtime::env::{EnvError, parse_or};
 
 /// How readiness of the user process is checked (the contract's [`Probe`]).
-pub use sluice_crds::contract::Probe as ReadinessProbe;
-use sluice_crds::contract::{self, env as names};
+pub use sluice_api::contract::Probe as ReadinessProbe;
+use sluice_api::contract::{self, env as names};
 
 /// A bad or missing environment variable.
 #[derive(Debug, thiserror::Error)]

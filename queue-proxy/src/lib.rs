@@ -224,11 +224,11 @@ pub fn main_from_env() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let bind: std::net::IpAddr = std::env::var(sluice_crds::contract::env::BIND_ADDRESS)
+    let bind: std::net::IpAddr = std::env::var(sluice_api::contract::env::BIND_ADDRESS)
         .ok()
         .and_then(|a| a.parse().ok())
         .unwrap_or(Ipv4Addr::LOCALHOST.into());
-    let quiet = std::env::var(sluice_crds::contract::env::DRAIN_QUIET_MILLISECONDS)
+    let quiet = std::env::var(sluice_api::contract::env::DRAIN_QUIET_MILLISECONDS)
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(30), Duration::from_millis);

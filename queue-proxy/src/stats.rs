@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sluice_crds::contract::metrics;
+use sluice_api::contract::metrics;
 use sluice_runtime::concurrency::{Report, Window};
 
 /// Shared request statistics of one queue-proxy.

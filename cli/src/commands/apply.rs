@@ -5,8 +5,8 @@ use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sluice_crds::manifest::parse_documents;
-use sluice_crds::{Object, ObjectKind};
+use sluice_api::manifest::parse_documents;
+use sluice_api::{Object, ObjectKind};
 
 use super::wait;
 use crate::client::Client;
@@ -113,10 +113,10 @@ async fn stamped(client: &Client, obj: &Object) -> anyhow::Result<()> {
     }
 }
 
-fn service_template(obj: &Object) -> sluice_crds::RevisionTemplateSpec {
+fn service_template(obj: &Object) -> sluice_api::RevisionTemplateSpec {
     match obj {
         Object::Service(s) => s.spec.template.clone(),
-        _ => sluice_crds::RevisionTemplateSpec::default(),
+        _ => sluice_api::RevisionTemplateSpec::default(),
     }
 }
 

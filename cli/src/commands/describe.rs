@@ -1,15 +1,15 @@
 //! `sluice service describe`: kn's layout of a service, its revisions and conditions.
 
 use anyhow::bail;
-use sluice_crds::condition::{ConditionStatus, find};
-use sluice_crds::{Object, ObjectKind, Revision, keys};
+use sluice_api::condition::{ConditionStatus, find};
+use sluice_api::{Object, ObjectKind, Revision, keys};
 
 use super::output::{self, Format};
 use super::service::local_url;
 use crate::client::Client;
 
 /// Prints a container's image (if any) and command line, labels padded to `width`.
-fn print_container(c: &sluice_crds::Container, indent: &str, width: usize) {
+fn print_container(c: &sluice_api::Container, indent: &str, width: usize) {
     if let Some(image) = &c.image {
         println!("{indent}{:<width$}{image}", "Image:");
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use sluice_crds::{
+use sluice_api::{
     Object, ObjectKind, Revision, RevisionTemplateSpec, Service, ServiceSpec, TemplateMeta, keys,
 };
 

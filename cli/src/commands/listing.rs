@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_crds::{Object, ObjectKind, keys};
+use sluice_api::{Object, ObjectKind, keys};
 
 use super::output::{self, Format};
 use super::service::local_url;
@@ -38,7 +38,7 @@ pub async fn revisions(
             entry.1.extend(t.tag);
         }
     }
-    let svc_of = |r: &sluice_crds::Revision| {
+    let svc_of = |r: &sluice_api::Revision| {
         r.metadata
             .labels
             .as_ref()

@@ -3,8 +3,8 @@
 use clap::ValueEnum;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
-use sluice_crds::Condition;
-use sluice_crds::condition::ConditionStatus;
+use sluice_api::Condition;
+use sluice_api::condition::ConditionStatus;
 
 /// Machine-readable output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -82,7 +82,7 @@ pub fn short_duration(secs: i64) -> String {
 pub fn condition_columns(conditions: &[Condition]) -> (String, String, String) {
     let ok = conditions.iter().filter(|c| c.is_true()).count();
     let summary = format!("{ok} OK / {}", conditions.len());
-    let ready = sluice_crds::condition::find(conditions, "Ready");
+    let ready = sluice_api::condition::find(conditions, "Ready");
     let status = ready.map_or("<unknown>".to_owned(), |c| format!("{:?}", c.status));
     let reason = match ready {
         Some(c) if !c.is_true() => match (&c.reason, &c.message) {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::EnvVar;
-use sluice_crds::template::Container;
-use sluice_crds::{Object, Service, ServiceSpec};
+use sluice_api::template::Container;
+use sluice_api::{Object, Service, ServiceSpec};
 use tokio::sync::oneshot;
 
 use super::service::local_url;

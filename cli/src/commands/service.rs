@@ -6,9 +6,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{ContainerPort, EnvVar};
 use serde_json::Value;
-use sluice_crds::autoscaling;
-use sluice_crds::template::Container;
-use sluice_crds::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec};
+use sluice_api::autoscaling;
+use sluice_api::template::Container;
+use sluice_api::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec};
 
 use super::output::{self, Format};
 use super::traffic::{self, TrafficFlags};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sluice_crds::TrafficTarget;
+use sluice_api::TrafficTarget;
 
 /// The flags as given.
 #[derive(Clone, Debug, Default)]

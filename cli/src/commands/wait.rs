@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use sluice_crds::condition::{ConditionStatus, find};
-use sluice_crds::{Object, ObjectKind, Service};
+use sluice_api::condition::{ConditionStatus, find};
+use sluice_api::{Object, ObjectKind, Service};
 
 use crate::client::Client;
 

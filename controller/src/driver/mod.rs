@@ -15,8 +15,8 @@ mod services;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_crds::config::Configs;
-use sluice_crds::{Object, ObjectKind};
+use sluice_api::config::Configs;
+use sluice_api::{Object, ObjectKind};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Clock, Store, StoreError, Workloads};
 use tokio::sync::watch;

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use sluice_crds::config::Configs;
-use sluice_crds::{Configuration, Object, ObjectKind, Revision, keys};
+use sluice_api::config::Configs;
+use sluice_api::{Configuration, Object, ObjectKind, Revision, keys};
 use sluice_platform::{RevisionKey, Store, StoreError, Workloads};
 
 use super::{Controller, typed};

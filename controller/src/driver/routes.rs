@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use sluice_crds::config::{Configs, NetworkConfig};
-use sluice_crds::{Configuration, Object, Revision, Route};
+use sluice_api::config::{Configs, NetworkConfig};
+use sluice_api::{Configuration, Object, Revision, Route};
 use sluice_platform::{Store, StoreError, Workloads};
 
 use super::Controller;

@@ -2,7 +2,7 @@
 //! gone deleted, and each service's status from its children.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use sluice_platform::{Store, StoreError, Workloads};
 
 use super::{Controller, typed};

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_crds::config::{Configs, GcConfig};
-use sluice_crds::manifest::parse_documents;
-use sluice_crds::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_api::config::{Configs, GcConfig};
+use sluice_api::manifest::parse_documents;
+use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::workloads::WorkloadError;
 use sluice_platform::{ManualClock, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads};
@@ -19,11 +19,13 @@ use tokio::sync::watch;
 use super::Controller;
 use crate::autoscaling::Autoscaler;
 
-/// Runs what it is asked to at once: every replica asked for is ready.
+/// Runs what it is asked to at once: every replica asked for is ready, unless a test holds
+/// readiness back.
 #[derive(Default)]
 struct InstantWorkloads {
     specs: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
     changes: watch::Sender<u64>,
+    not_ready: std::sync::atomic::AtomicBool,
 }
 
 impl InstantWorkloads {
@@ -49,7 +51,12 @@ impl Workloads for InstantWorkloads {
     fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
         let specs = self.specs.lock().unwrap();
         let spec = specs.get(key)?;
-        let endpoints: Vec<SocketAddr> = (0..spec.replicas)
+        let ready = if self.not_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            spec.replicas
+        };
+        let endpoints: Vec<SocketAddr> = (0..ready)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 20_000 + u16::try_from(i).unwrap())))
             .collect();
         Some(WorkloadStatus {
@@ -72,6 +79,7 @@ impl Workloads for InstantWorkloads {
 struct World {
     store: Arc<SqliteStore>,
     workloads: Arc<InstantWorkloads>,
+    autoscaler: Arc<Autoscaler>,
     clock: Arc<ManualClock>,
     snapshot: watch::Receiver<Arc<RoutingSnapshot>>,
     controller: Controller<SqliteStore, InstantWorkloads>,
@@ -89,7 +97,7 @@ impl World {
         let controller = Controller::new(
             store.clone(),
             workloads.clone(),
-            autoscaler,
+            autoscaler.clone(),
             settings,
             snapshot_tx,
             clock.clone(),
@@ -97,6 +105,7 @@ impl World {
         Self {
             store,
             workloads,
+            autoscaler,
             clock,
             snapshot,
             controller,
@@ -179,8 +188,8 @@ fn service_yaml(ns: &str, name: &str, target: &str, annotations: &str) -> String
     )
 }
 
-fn ready(conditions: &[sluice_crds::Condition]) -> (String, String) {
-    let c = sluice_crds::condition::find(conditions, "Ready").expect("a Ready condition");
+fn ready(conditions: &[sluice_api::Condition]) -> (String, String) {
+    let c = sluice_api::condition::find(conditions, "Ready").expect("a Ready condition");
     (
         format!("{:?}", c.status),
         c.reason.clone().unwrap_or_default(),
@@ -349,7 +358,7 @@ async fn an_unrouted_older_revision_stops_at_once() {
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        crate::meta::label(&rev.metadata, sluice_crds::keys::ROUTING_STATE),
+        crate::meta::label(&rev.metadata, sluice_api::keys::ROUTING_STATE),
         Some("reserve")
     );
 }
@@ -438,11 +447,67 @@ async fn transition_times_come_from_the_clock() {
         Some(Object::Revision(r)) => r,
         other => panic!("{other:?}"),
     };
-    let written = sluice_crds::condition::find(&rev.status.unwrap().conditions, "Ready")
+    let written = sluice_api::condition::find(&rev.status.unwrap().conditions, "Ready")
         .and_then(|c| c.last_transition_time.clone())
         .expect("a transition time");
     assert_eq!(
         written,
         crate::meta::transition_time(sluice_platform::Clock::now(w.clock.as_ref()))
     );
+}
+
+#[tokio::test]
+async fn a_replica_turning_ready_is_routed_without_a_pass() {
+    let w = World::new(Configs::default());
+    w.apply(&service_yaml("default", "hello", "a", "")).await;
+    w.settle().await;
+    let key = RevisionKey::new("default", "hello-00001");
+    let endpoints = |w: &World| w.snapshot.borrow().revision(&key).unwrap().endpoints.len();
+    assert_eq!(endpoints(&w), 1);
+    let version = *w.store.changes().borrow();
+    let ready = |yes: bool| {
+        w.workloads
+            .not_ready
+            .store(!yes, std::sync::atomic::Ordering::Relaxed);
+        // What the fast path does when the workloads signal a change.
+        w.controller.fast.refresh_endpoints();
+    };
+    ready(false);
+    assert_eq!(
+        endpoints(&w),
+        0,
+        "a replica that stops being ready leaves at once"
+    );
+    ready(true);
+    assert_eq!(
+        endpoints(&w),
+        1,
+        "and one that turns ready is routed at once"
+    );
+    assert_eq!(
+        *w.store.changes().borrow(),
+        version,
+        "neither waited for a pass"
+    );
+}
+
+#[tokio::test]
+async fn a_request_at_zero_scales_the_workload_without_a_pass() {
+    let mut configs = Configs::default();
+    configs.autoscaler.allow_zero_initial_scale = true;
+    configs.autoscaler.initial_scale = 0;
+    let w = World::new(configs);
+    w.apply(&service_yaml("default", "hello", "a", "")).await;
+    w.settle().await;
+    assert_eq!(w.workloads.replicas("default", "hello-00001"), Some(0));
+    // The activator holds a request for it and says so.
+    w.autoscaler.report(&sluice_platform::ActivatorStat {
+        revision: RevisionKey::new("default", "hello-00001"),
+        held: 1.0,
+        in_flight: 0.0,
+        held_requests: 1.0,
+    });
+    // What the fast path does when the autoscaler signals a change.
+    w.controller.fast.apply_scales().await;
+    assert_eq!(w.workloads.replicas("default", "hello-00001"), Some(1));
 }

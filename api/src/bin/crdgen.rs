@@ -10,7 +10,7 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_else(|| "config/crds".to_owned()),
     );
     std::fs::create_dir_all(&dir)?;
-    for (file, yaml) in sluice_crds::crd::all_yaml() {
+    for (file, yaml) in sluice_api::crd::all_yaml() {
         std::fs::write(dir.join(file), yaml)?;
     }
     Ok(())

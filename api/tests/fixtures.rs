@@ -1,8 +1,8 @@
 //! Knative's documented example manifests parse, default, validate and round-trip.
 
-use sluice_crds::config::DefaultsConfig;
-use sluice_crds::manifest::parse_documents;
-use sluice_crds::{Object, ObjectKind};
+use sluice_api::config::DefaultsConfig;
+use sluice_api::manifest::parse_documents;
+use sluice_api::{Object, ObjectKind};
 
 fn load(file: &str) -> Vec<Object> {
     let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
