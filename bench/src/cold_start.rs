@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use net::free_port;
 
-#[path = "net.rs"]
-mod net;
+use sluice_bench::net;
 
 /// One GET with `Host: host` to the loopback `port`, waiting up to 30 s (a cold start).
 fn get(port: u16, host: &str) -> Option<u16> {

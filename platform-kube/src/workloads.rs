@@ -235,27 +235,15 @@ impl KubeWorkloads {
                 ..EnvVarSource::default()
             }),
         };
+        // Validation keeps containerPort within 1..=65535.
+        let user_port = u16::try_from(user_port).map_err(|_| {
+            WorkloadError::Unsupported(format!("containerPort {user_port} is out of range"))
+        })?;
+        // The admin port serves the metrics the autoscaler scrapes, on Knative's port; the
+        // pod's name comes from the downward API below.
         let queue_env = QueueProxyEnv {
-            serving_port: QUEUE_SERVING_PORT,
-            // The admin port serves the metrics the autoscaler scrapes, on Knative's port.
-            admin_port: QUEUE_METRICS_PORT,
             bind_address: Some("0.0.0.0".into()),
-            // Validation keeps containerPort within 1..=65535.
-            user_port: u16::try_from(user_port).map_err(|_| {
-                WorkloadError::Unsupported(format!("containerPort {user_port} is out of range"))
-            })?,
-            container_concurrency: spec.container_concurrency,
-            timeout_seconds: spec.timeout.as_secs(),
-            response_start_timeout_seconds: spec.response_start_timeout.map(|d| d.as_secs()),
-            idle_timeout_seconds: spec.idle_timeout.map(|d| d.as_secs()),
-            namespace: spec.key.namespace.clone(),
-            service: spec.service.clone(),
-            configuration: spec.configuration.clone(),
-            revision: spec.key.name.clone(),
-            // From the downward API below.
-            pod: None,
-            probe: spec.readiness.clone(),
-            drain_quiet_milliseconds: None,
+            ..spec.queue_proxy_env(QUEUE_SERVING_PORT, QUEUE_METRICS_PORT, user_port)
         };
         let mut queue_vars: Vec<EnvVar> = queue_env
             .vars()

@@ -390,21 +390,9 @@ impl Replica {
         let mut cmd = Command::new(&self.cfg.queue_proxy[0]);
         cmd.args(&self.cfg.queue_proxy[1..]);
         let env = QueueProxyEnv {
-            serving_port: ports.queue,
-            admin_port: ports.admin,
-            bind_address: None,
-            user_port: ports.user,
-            container_concurrency: spec.container_concurrency,
-            timeout_seconds: spec.timeout.as_secs(),
-            response_start_timeout_seconds: spec.response_start_timeout.map(|d| d.as_secs()),
-            idle_timeout_seconds: spec.idle_timeout.map(|d| d.as_secs()),
-            namespace: spec.key.namespace.clone(),
-            service: spec.service.clone(),
-            configuration: spec.configuration.clone(),
-            revision: spec.key.name.clone(),
             pod: Some(self.pod.clone()),
-            probe: spec.readiness.clone(),
             drain_quiet_milliseconds: u64::try_from(self.cfg.drain_quiet.as_millis()).ok(),
+            ..spec.queue_proxy_env(ports.queue, ports.admin, ports.user)
         };
         cmd.envs(env.vars());
         cmd

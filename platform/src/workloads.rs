@@ -38,6 +38,36 @@ pub struct WorkloadSpec {
 }
 
 pub use sluice_api::contract::Probe;
+use sluice_api::contract::QueueProxyEnv;
+
+impl WorkloadSpec {
+    /// The environment of this revision's queue-proxies on the given ports; the platform
+    /// fills in what only it knows (bind address, pod name, drain timing).
+    pub fn queue_proxy_env(
+        &self,
+        serving_port: u16,
+        admin_port: u16,
+        user_port: u16,
+    ) -> QueueProxyEnv {
+        QueueProxyEnv {
+            serving_port,
+            admin_port,
+            bind_address: None,
+            user_port,
+            container_concurrency: self.container_concurrency,
+            timeout_seconds: self.timeout.as_secs(),
+            response_start_timeout_seconds: self.response_start_timeout.map(|d| d.as_secs()),
+            idle_timeout_seconds: self.idle_timeout.map(|d| d.as_secs()),
+            namespace: self.key.namespace.clone(),
+            service: self.service.clone(),
+            configuration: self.configuration.clone(),
+            revision: self.key.name.clone(),
+            pod: None,
+            probe: self.readiness.clone(),
+            drain_quiet_milliseconds: None,
+        }
+    }
+}
 
 /// The observed state of one revision's replicas.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -141,6 +141,20 @@ impl Platform {
         serde_json::from_str(&self.ok(&["service", "describe", name, "-o", "json"])).unwrap()
     }
 
+    /// The names of the revisions in `namespace`, sorted.
+    pub fn revision_names(&self, namespace: &str) -> Vec<String> {
+        let out = self.ok(&["revision", "list", "-n", namespace, "-o", "json"]);
+        let revs: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut names: Vec<String> = revs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Whether a service is Ready for its current generation.
     pub fn is_ready(&self, name: &str) -> bool {
         let out = self.sluice(&["service", "describe", name, "-o", "json"]);

@@ -5,19 +5,6 @@ use std::time::Duration;
 
 use crate::harness::Platform;
 
-fn revisions(p: &Platform, ns: &str) -> Vec<String> {
-    let revs: serde_json::Value =
-        serde_json::from_str(&p.ok(&["revision", "list", "-n", ns, "-o", "json"])).unwrap();
-    let mut names: Vec<String> = revs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 fn service(p: &Platform, ns: &str) -> serde_json::Value {
     serde_json::from_str(&p.ok(&["service", "describe", "same", "-n", ns, "-o", "json"])).unwrap()
 }
@@ -96,14 +83,14 @@ fn same_named_services_in_two_namespaces_share_nothing() {
     p.eventually(
         Duration::from_secs(15),
         "e1's old revision collected",
-        || revisions(&p, "e1") == ["same-00002"],
+        || p.revision_names("e1") == ["same-00002"],
     );
-    assert_eq!(revisions(&p, "e2"), ["same-00001"]);
+    assert_eq!(p.revision_names("e2"), ["same-00001"]);
 
     // Deleting e1's service leaves e2's serving.
     p.ok(&["service", "delete", "same", "-n", "e1"]);
     p.eventually(Duration::from_secs(15), "e1's revisions gone", || {
-        revisions(&p, "e1").is_empty()
+        p.revision_names("e1").is_empty()
     });
     let (status, body) = p.get("same.e2.localhost", "/");
     assert!(

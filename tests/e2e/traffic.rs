@@ -314,18 +314,6 @@ fn export_reapplies_to_the_same_revisions_and_split_on_a_fresh_home() {
         traffic.sort();
         traffic
     };
-    let revision_names = |p: &Platform| {
-        let revs: serde_json::Value =
-            serde_json::from_str(&p.ok(&["revision", "list", "-o", "json"])).unwrap();
-        let mut names: Vec<String> = revs["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
-            .collect();
-        names.sort();
-        names
-    };
     let want_traffic = resolved(&p);
     assert_eq!(want_traffic.len(), 3, "{want_traffic:?}");
 
@@ -340,7 +328,7 @@ fn export_reapplies_to_the_same_revisions_and_split_on_a_fresh_home() {
         fresh.is_ready("hello") && resolved(&fresh) == want_traffic
     });
     assert_eq!(
-        revision_names(&fresh),
+        fresh.revision_names("default"),
         ["hello-00001", "hello-00002", "hello-00003"]
     );
     let (_, body) = fresh.get("old-hello.default.localhost", "/");

@@ -15,8 +15,7 @@
 //! load is bounded in time.
 
 mod load;
-#[path = "../net.rs"]
-mod net;
+use sluice_bench::net;
 mod paths;
 mod report;
 mod upstream;

@@ -1,7 +1,10 @@
-//! `sluice`: run Knative Services on one machine, kn-style. This crate is the CLI only: clap,
-//! the commands and their client. The servers it can start live in their own crates:
-//! `sluice local up` in `sluice-daemon`, `sluice system controller|activator` in
-//! `sluice-system`, the data plane in `sluice-activator` and `sluice-queue-proxy`.
+//! `sluice`'s command line: clap, the commands and their client; [`main`] is the whole
+//! program. The servers it can start live in their own crates: `sluice local up` in
+//! `sluice-daemon`, `sluice system controller|activator` in `sluice-system`, the data plane in
+//! `sluice-activator` and `sluice-queue-proxy`. The `sluice` package builds the binary from
+//! [`main`] and holds the end-to-end tests.
+//!
+//! Owns what users type and read. Must not hold server code, only start it.
 
 mod client;
 mod commands;
@@ -263,7 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn main() -> ExitCode {
+/// Parses the command line and runs it; what the `sluice` binary does.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // These run their own runtimes, exactly as their standalone binaries do.
     match cli.command {
