@@ -2,7 +2,8 @@
 //! waits that poll a condition until a deadline (and then fail naming it), the repository's
 //! root, and [`apiserver`], a real Kubernetes API server for the Kubernetes tier.
 //!
-//! A dev-dependency only; nothing in a shipped binary depends on it.
+//! Owns test harness code. A dev-dependency only: nothing in a shipped binary depends on it,
+//! and it must not depend on Sluice's crates (tests bring their own).
 
 pub mod apiserver;
 

@@ -1,5 +1,7 @@
 //! Knative's helloworld sample: every request gets `Hello {TARGET}!` (TARGET defaults to
 //! `World`). Kept dependency-free beyond tokio so it starts in milliseconds.
+//!
+//! Owns the sample quickstart deploys. Must not depend on any Sluice crate.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

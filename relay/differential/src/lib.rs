@@ -10,6 +10,9 @@
 //! the bytes from the client (or the upstream). The cargo-fuzz targets in `relay/fuzz` and
 //! the stable `relay-fuzz` runner both call them. [`upstream`] is a strict server for the
 //! proxies' loopback tests.
+//!
+//! Owns the relay's outside truth: the reference parsers, the fuzz runner and the CRLF-only
+//! upstream the proxies' tests use. Must not share parsing code with the relay it checks.
 
 pub mod driver;
 pub mod lenient;
