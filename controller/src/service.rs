@@ -1,14 +1,17 @@
 //! Service → its Configuration and Route (same name), and its status from theirs.
 
 use sluice_api::condition::{self, Condition};
+use sluice_api::config::DefaultsConfig;
 use sluice_api::keys;
 use sluice_api::{Configuration, ConfigurationSpec, Route, RouteSpec, Service, ServiceStatus};
 
 use crate::meta::{annotations, labels, non_empty, owner_ref};
 
-/// The Configuration a Service wants: its template, its labels plus the service label, its
-/// annotations except kubectl's and the rollout duration.
-pub fn desired_configuration(svc: &Service) -> Configuration {
+/// The Configuration a Service wants: its template with Knative's defaults (a Service written
+/// straight to an API server, by kn or kubectl, may not have them; defaulting is idempotent,
+/// so one that was admitted is unchanged), its labels plus the service label, its annotations
+/// except kubectl's and the rollout duration.
+pub fn desired_configuration(svc: &Service, defaults: &DefaultsConfig) -> Configuration {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut labels = labels(&svc.metadata);
     labels.insert(keys::SERVICE.to_owned(), name.clone());
@@ -16,12 +19,9 @@ pub fn desired_configuration(svc: &Service) -> Configuration {
     annotations.remove(keys::LAST_APPLIED);
     annotations.remove(keys::ROLLOUT_DURATION);
     annotations.insert(keys::ROUTES.to_owned(), name.clone());
-    let mut cfg = Configuration::new(
-        &name,
-        ConfigurationSpec {
-            template: svc.spec.template.clone(),
-        },
-    );
+    let mut template = svc.spec.template.clone();
+    sluice_api::defaults::revision_spec(&mut template.spec, defaults);
+    let mut cfg = Configuration::new(&name, ConfigurationSpec { template });
     cfg.metadata.namespace.clone_from(&svc.metadata.namespace);
     cfg.metadata.labels = non_empty(labels);
     cfg.metadata.annotations = non_empty(annotations);
@@ -29,19 +29,19 @@ pub fn desired_configuration(svc: &Service) -> Configuration {
     cfg
 }
 
-/// The Route a Service wants: its traffic with `configurationName` filled in where no
-/// revision is pinned, its labels plus the service label, its annotations except kubectl's.
+/// The Route a Service wants: its traffic, defaulted as Knative does (none means 100% to the
+/// latest revision), with `configurationName` filled in where no revision is pinned, its
+/// labels plus the service label, its annotations except kubectl's.
 pub fn desired_route(svc: &Service) -> Route {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut labels = labels(&svc.metadata);
     labels.insert(keys::SERVICE.to_owned(), name.clone());
     let mut annotations = annotations(&svc.metadata);
     annotations.remove(keys::LAST_APPLIED);
-    let traffic = svc
-        .spec
-        .traffic
-        .iter()
-        .cloned()
+    let mut traffic = svc.spec.traffic.clone();
+    sluice_api::defaults::traffic(&mut traffic, true);
+    let traffic = traffic
+        .into_iter()
         .map(|mut t| {
             if t.revision_name.is_none() {
                 t.configuration_name = Some(name.clone());
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn children_share_the_name_and_carry_labels() {
         let svc = hello();
-        let cfg = desired_configuration(&svc);
+        let cfg = desired_configuration(&svc, &DefaultsConfig::default());
         let labels = cfg.metadata.labels.unwrap();
         assert_eq!(labels.get(keys::SERVICE).map(String::as_str), Some("hello"));
         assert_eq!(labels.get("team").map(String::as_str), Some("a"));
@@ -184,12 +184,48 @@ mod tests {
     }
 
     #[test]
+    fn a_service_written_without_knatives_defaults_gets_them_in_its_children() {
+        // What kn and client-go send: an empty container name, no traffic block.
+        let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello, namespace: default}\nspec:\n  template:\n    spec:\n      containers: [{name: '', image: ghcr.io/knative/helloworld-go}]\n";
+        let Object::Service(svc) = parse_documents(yaml).unwrap().remove(0) else {
+            unreachable!()
+        };
+        let defaults = DefaultsConfig::default();
+        let cfg = desired_configuration(&svc, &defaults);
+        let spec = &cfg.spec.template.spec;
+        assert_eq!(spec.containers[0].name.as_deref(), Some("user-container"));
+        assert!(
+            spec.timeout_seconds.is_some(),
+            "the revision timeout is defaulted"
+        );
+        let route = desired_route(&svc);
+        let t = &route.spec.traffic;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (
+                t[0].latest_revision,
+                t[0].percent,
+                t[0].configuration_name.as_deref()
+            ),
+            (Some(true), Some(100), Some("hello"))
+        );
+        // Idempotent: a service admitted with the defaults has the same children.
+        let mut admitted = Object::Service(svc.clone());
+        admitted.set_defaults(&defaults);
+        let Object::Service(admitted) = admitted else {
+            unreachable!()
+        };
+        assert_eq!(desired_configuration(&admitted, &defaults).spec, cfg.spec);
+        assert_eq!(desired_route(&admitted).spec, route.spec);
+    }
+
+    #[test]
     fn status_waits_for_children_then_for_traffic() {
         let svc = hello();
         let st = status(&svc, None, None, t0());
         assert!(!condition::is_ready(&st.conditions));
 
-        let mut cfg = desired_configuration(&svc);
+        let mut cfg = desired_configuration(&svc, &DefaultsConfig::default());
         cfg.metadata.generation = Some(1);
         let mut cs = sluice_api::ConfigurationStatus {
             observed_generation: Some(1),

@@ -188,10 +188,14 @@ impl KubeWorkloads {
     pub fn deployment(&self, spec: &WorkloadSpec) -> Result<Deployment, WorkloadError> {
         let mut declared = serde_json::to_value(&spec.container)
             .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
-        if let Some(fields) = declared.as_object_mut() {
-            fields
-                .entry("name")
-                .or_insert_with(|| "user-container".into());
+        // Knative's default name; Go clients (kn, client-go) send `name: ""` when unset.
+        if let Some(fields) = declared.as_object_mut()
+            && fields
+                .get("name")
+                .and_then(|n| n.as_str())
+                .is_none_or(str::is_empty)
+        {
+            fields.insert("name".into(), "user-container".into());
         }
         let mut user: Container = serde_json::from_value(declared)
             .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
@@ -458,5 +462,55 @@ impl Workloads for KubeWorkloads {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sluice_api::template::Container;
+    use sluice_platform::workloads::Probe;
+
+    use super::*;
+
+    fn spec(container: Container) -> WorkloadSpec {
+        WorkloadSpec {
+            key: RevisionKey::new("default", "hello-00001"),
+            service: "hello".into(),
+            configuration: "hello".into(),
+            uid: "u1".into(),
+            container,
+            replicas: 1,
+            container_concurrency: 0,
+            timeout: Duration::from_secs(300),
+            response_start_timeout: None,
+            idle_timeout: None,
+            readiness: Probe::Tcp,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_container_named_empty_by_a_go_client_gets_knatives_name() {
+        // A client that never talks to a server: building a Deployment is pure.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let workloads = KubeWorkloads::new(
+            client,
+            KubeWorkloadsConfig {
+                queue_proxy_image: "sluice:test".into(),
+            },
+        );
+        for name in [None, Some(String::new())] {
+            let container = Container {
+                name: name.clone(),
+                image: Some("ghcr.io/knative/helloworld-go".into()),
+                ..Container::default()
+            };
+            let deployment = workloads.deployment(&spec(container)).unwrap();
+            let pod = deployment.spec.template.spec.unwrap();
+            assert_eq!(pod.containers[0].name, "user-container", "name {name:?}");
+            assert_eq!(pod.containers[1].name, "queue-proxy");
+        }
     }
 }

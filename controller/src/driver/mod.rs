@@ -114,7 +114,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
     pub async fn reconcile_all(&self) -> Result<Option<Duration>, StoreError> {
         let settings = self.settings.borrow().clone();
         let services = typed!(self.store.list(ObjectKind::Service, None).await?, Service);
-        self.sync_service_children(&services).await?;
+        self.sync_service_children(&services, &settings.defaults)
+            .await?;
         self.delete_orphans(&services).await?;
 
         let scaled = self.sync_revisions(&settings).await?;

@@ -2,6 +2,7 @@
 //! gone deleted, and each service's status from its children.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sluice_api::config::DefaultsConfig;
 use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use sluice_platform::{Store, StoreError, Workloads};
 
@@ -19,11 +20,12 @@ impl<S: Store, W: Workloads> Controller<S, W> {
     pub(super) async fn sync_service_children(
         &self,
         services: &[Service],
+        defaults: &DefaultsConfig,
     ) -> Result<(), StoreError> {
         for svc in services {
             let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
             let name = svc.metadata.name.as_deref().unwrap_or_default();
-            let want = service::desired_configuration(svc);
+            let want = service::desired_configuration(svc, defaults);
             match self.store.get(ObjectKind::Configuration, ns, name).await? {
                 None => {
                     self.store.create(Object::Configuration(want)).await?;
