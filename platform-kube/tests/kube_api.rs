@@ -248,10 +248,35 @@ async fn kubernetes_api_server() {
         .unwrap();
     let client = server.client();
     apiserver::install_crds(&client).await;
+    revisions_print_knatives_columns(&client).await;
     schema_accepts_knative_examples_and_rejects_bad_fields(&client).await;
     store_round_trip(&client).await;
     manifests_install_with_least_privilege_rbac(&client).await;
     one_leader_at_a_time(&client).await;
+}
+
+/// The Revision columns kubectl shows are Knative's, as the API server stored them.
+async fn revisions_print_knatives_columns(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crds.get("revisions.serving.knative.dev").await.unwrap();
+    let columns: Vec<String> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Config Name",
+            "Generation",
+            "Ready",
+            "Reason",
+            "Actual Replicas",
+            "Desired Replicas"
+        ]
+    );
 }
 
 /// Two candidates for one Lease: one leads, the other waits; a released lease passes at once,
