@@ -267,6 +267,37 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
         "old Revision unchanged"
     );
 
+    // A Service as kn or kubectl writes it, past Sluice's admission (no defaults: container
+    // name "", no traffic), whose Deployment the API server refuses: requests above limits.
+    // The revision says why, with the API server's own field error.
+    let bad = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: bad, namespace: default}\nspec:\n  template:\n    spec:\n      containers:\n        - name: ''\n          image: ghcr.io/knative/helloworld-go:latest\n          resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}\n";
+    store
+        .create(manifest::parse_documents(bad).unwrap().remove(0))
+        .await
+        .unwrap();
+    eventually_async(
+        Duration::from_secs(30),
+        "bad-00001 Ready=False with the API server's reason",
+        || async {
+            let Some(rev) = revision(&store, "bad-00001").await else {
+                return false;
+            };
+            let conditions = rev.status.map(|s| s.conditions).unwrap_or_default();
+            sluice_api::condition::find(&conditions, "Ready").is_some_and(|c| {
+                let message = c.message.as_deref().unwrap_or_default();
+                c.status == sluice_api::ConditionStatus::False
+                    && c.reason.as_deref() == Some("DeploymentInvalid")
+                    && message.contains("resources")
+                    && !message.contains("name")
+            })
+        },
+    )
+    .await;
+    store
+        .delete(ObjectKind::Service, "default", "bad")
+        .await
+        .unwrap();
+
     // Deleting the Service deletes everything under it.
     store
         .delete(ObjectKind::Service, "default", "hello")

@@ -23,7 +23,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use sluice_platform::routing::RevisionKey;
-use sluice_platform::workloads::{WorkloadError, WorkloadSpec, WorkloadStatus, Workloads};
+use sluice_platform::workloads::{
+    ReplicaFailure, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
+};
 
 pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
 use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
@@ -54,6 +56,31 @@ struct Observed {
     desired: HashMap<RevisionKey, u32>,
     /// Ready queue-proxies per revision, from EndpointSlices (keyed by slice name).
     slices: HashMap<RevisionKey, BTreeMap<String, SliceEndpoints>>,
+    /// Revisions whose Deployment cannot be made or was refused by the API server, and why:
+    /// reported as the revision's failure until a later ensure succeeds.
+    refused: HashMap<RevisionKey, ReplicaFailure>,
+}
+
+/// The failure a refused Deployment reports: the API server's reason (`Invalid`, say) as
+/// `Deployment{reason}`, and its message, which names the field.
+fn refusal(spec: &WorkloadSpec, error: &WorkloadError) -> Option<ReplicaFailure> {
+    let (reason, why) = match error {
+        WorkloadError::Unsupported(why) => ("DeploymentUnsupported".to_owned(), why.clone()),
+        WorkloadError::Runtime(cause) => match cause.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(s)) if (400..500).contains(&s.code) && s.code != 409 => {
+                (format!("Deployment{}", s.reason), s.message.clone())
+            }
+            // Not the spec's fault (the API server away, a conflict): retried, not reported.
+            _ => return None,
+        },
+    };
+    Some(ReplicaFailure {
+        reason,
+        message: format!(
+            "The API server refused Deployment {}: {why}",
+            deployment_name(&spec.key.name)
+        ),
+    })
 }
 
 /// The Deployment's name for a revision.
@@ -370,11 +397,24 @@ impl Workloads for KubeWorkloads {
         let exists = deployments.get_opt(&name).await.map_err(runtime)?;
         match exists {
             None => {
-                let d = self.deployment(&spec)?;
-                deployments
-                    .patch(&name, &apply, &Patch::Apply(&d))
-                    .await
-                    .map_err(runtime)?;
+                let created = match self.deployment(&spec) {
+                    Ok(d) => deployments
+                        .patch(&name, &apply, &Patch::Apply(&d))
+                        .await
+                        .map(|_| ())
+                        .map_err(runtime),
+                    Err(e) => Err(e),
+                };
+                if let Err(error) = created {
+                    if let Some(failure) = refusal(&spec, &error) {
+                        let mut o = self.observed.lock().expect("observed lock");
+                        o.desired.insert(spec.key.clone(), spec.replicas);
+                        o.refused.insert(spec.key.clone(), failure);
+                        drop(o);
+                        self.changed();
+                    }
+                    return Err(error);
+                }
             }
             Some(d) => {
                 let have = d.spec.replicas.unwrap_or(1);
@@ -398,11 +438,10 @@ impl Workloads for KubeWorkloads {
             )
             .await
             .map_err(runtime)?;
-        self.observed
-            .lock()
-            .expect("observed lock")
-            .desired
-            .insert(spec.key.clone(), spec.replicas);
+        let mut o = self.observed.lock().expect("observed lock");
+        o.desired.insert(spec.key.clone(), spec.replicas);
+        o.refused.remove(&spec.key);
+        drop(o);
         self.changed();
         Ok(())
     }
@@ -430,6 +469,7 @@ impl Workloads for KubeWorkloads {
         let mut o = self.observed.lock().expect("observed lock");
         o.desired.remove(key);
         o.slices.remove(key);
+        o.refused.remove(key);
         drop(o);
         self.changed();
         Ok(())
@@ -451,7 +491,7 @@ impl Workloads for KubeWorkloads {
             desired,
             endpoints: endpoints.iter().map(|e| e.0).collect(),
             metrics: endpoints.iter().map(|e| e.1).collect(),
-            failure: None,
+            failure: o.refused.get(key).cloned(),
         })
     }
 
