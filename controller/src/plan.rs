@@ -4,7 +4,7 @@
 //! store, and every set is keyed by namespace as well as name: a same-named object in another
 //! namespace never counts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use sluice_api::config::GcConfig;
@@ -40,12 +40,9 @@ fn key_of(
     }
 }
 
-fn same_object<'a>(
-    kind: ObjectKind,
-    wanted: &'a str,
-    ns: &'a str,
-) -> impl Fn(&ObjectKey) -> bool + 'a {
-    move |k| k.kind == kind && k.name == wanted && k.namespace == ns
+/// `(namespace, name)` of an object, for lookups within a namespace.
+fn id(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+    (namespace(meta), meta.name.as_deref().unwrap_or_default())
 }
 
 /// Objects whose controlling owner is gone, as Kubernetes' garbage collector finds them:
@@ -57,36 +54,32 @@ pub fn orphans(
     routes: &[Route],
     revisions: &[Revision],
 ) -> Vec<ObjectKey> {
-    let services: Vec<ObjectKey> = services
-        .iter()
-        .map(|s| key_of(ObjectKind::Service, &s.metadata))
-        .collect();
-    let owned_by_gone_service = |kind, meta| {
-        let key = key_of(kind, meta);
-        let orphan = matches!(controller_of(meta), Some(("Service", owner))
-            if !services.iter().any(same_object(ObjectKind::Service, owner, &key.namespace)));
-        orphan.then_some(key)
+    let services: HashSet<(&str, &str)> = services.iter().map(|s| id(&s.metadata)).collect();
+    let owner_gone = |meta, kind: &str, owners: &HashSet<(&str, &str)>| {
+        matches!(controller_of(meta), Some((k, owner))
+            if k == kind && !owners.contains(&(namespace(meta), owner)))
     };
-    let mut out: Vec<ObjectKey> = configurations
-        .iter()
-        .filter_map(|c| owned_by_gone_service(ObjectKind::Configuration, &c.metadata))
-        .chain(
-            routes
-                .iter()
-                .filter_map(|r| owned_by_gone_service(ObjectKind::Route, &r.metadata)),
-        )
-        .collect();
-    let configs_left: Vec<ObjectKey> = configurations
-        .iter()
-        .map(|c| key_of(ObjectKind::Configuration, &c.metadata))
-        .filter(|k| !out.contains(k))
-        .collect();
-    out.extend(revisions.iter().filter_map(|r| {
-        let key = key_of(ObjectKind::Revision, &r.metadata);
-        let orphan = matches!(controller_of(&r.metadata), Some(("Configuration", owner))
-            if !configs_left.iter().any(same_object(ObjectKind::Configuration, owner, &key.namespace)));
-        orphan.then_some(key)
-    }));
+    let mut out = Vec::new();
+    let mut configs_left = HashSet::new();
+    for c in configurations {
+        if owner_gone(&c.metadata, "Service", &services) {
+            out.push(key_of(ObjectKind::Configuration, &c.metadata));
+        } else {
+            configs_left.insert(id(&c.metadata));
+        }
+    }
+    out.extend(
+        routes
+            .iter()
+            .filter(|r| owner_gone(&r.metadata, "Service", &services))
+            .map(|r| key_of(ObjectKind::Route, &r.metadata)),
+    );
+    out.extend(
+        revisions
+            .iter()
+            .filter(|r| owner_gone(&r.metadata, "Configuration", &configs_left))
+            .map(|r| key_of(ObjectKind::Revision, &r.metadata)),
+    );
     out
 }
 
@@ -95,20 +88,12 @@ pub fn missing_revisions(
     configurations: &[Configuration],
     revisions: &[Revision],
 ) -> Vec<Revision> {
+    let existing: HashSet<(&str, &str)> = revisions.iter().map(|r| id(&r.metadata)).collect();
     configurations
         .iter()
         .map(configuration::desired_revision)
-        .filter(|want| {
-            !revisions.iter().any(|r| {
-                r.metadata.name == want.metadata.name
-                    && r.metadata.namespace == want.metadata.namespace
-            })
-        })
+        .filter(|want| !existing.contains(&id(&want.metadata)))
         .collect()
-}
-
-fn revision_key(namespace: &str, name: &str) -> RevisionKey {
-    RevisionKey::new(namespace, name)
 }
 
 /// Revisions some route's status sends traffic to (or names by tag).
@@ -120,7 +105,7 @@ pub fn routed(routes: &[Route]) -> HashSet<RevisionKey> {
             r.status
                 .iter()
                 .flat_map(|s| s.fields.traffic.iter())
-                .filter_map(move |t| Some(revision_key(ns, t.revision_name.as_deref()?)))
+                .filter_map(move |t| Some(RevisionKey::new(ns, t.revision_name.as_deref()?)))
         })
         .collect()
 }
@@ -135,7 +120,7 @@ pub fn reachable(
     out.extend(
         configurations
             .iter()
-            .map(|c| revision_key(namespace(&c.metadata), &configuration::revision_name(c))),
+            .map(|c| RevisionKey::new(namespace(&c.metadata), configuration::revision_name(c))),
     );
     out
 }
@@ -155,14 +140,19 @@ pub fn has_routing_state(rev: &Revision, state: &str) -> bool {
     label(&rev.metadata, keys::ROUTING_STATE) == Some(state)
 }
 
-/// The revision names of `config` config-gc must keep whatever their age: the routed ones,
-/// the current generation's, and its latest created and latest ready.
-pub fn protected(config: &Configuration, routed: &HashSet<RevisionKey>) -> HashSet<String> {
-    let ns = namespace(&config.metadata);
-    let mut out: HashSet<String> = routed
+/// The revision names of `config` config-gc must keep whatever their age: of its own
+/// revisions `own`, the routed ones; and the current generation's, its latest created and
+/// latest ready.
+pub fn protected(
+    config: &Configuration,
+    own: &[Revision],
+    routed: &HashSet<RevisionKey>,
+) -> HashSet<String> {
+    let mut out: HashSet<String> = own
         .iter()
-        .filter(|k| k.namespace == ns)
-        .map(|k| k.name.clone())
+        .map(crate::revision::key)
+        .filter(|k| routed.contains(k))
+        .map(|k| k.name)
         .collect();
     out.insert(configuration::revision_name(config));
     let st = config.status.clone().unwrap_or_default();
@@ -180,18 +170,22 @@ pub fn garbage(
     cfg: &GcConfig,
     now: Timestamp,
 ) -> Vec<RevisionKey> {
+    // Each configuration's revisions, found in one pass over them (what `owns` tests).
+    let mut by_owner: HashMap<(&str, &str), Vec<Revision>> = HashMap::new();
+    for r in revisions {
+        if let Some(owner) = label(&r.metadata, keys::CONFIGURATION) {
+            let owner = (namespace(&r.metadata), owner);
+            by_owner.entry(owner).or_default().push(r.clone());
+        }
+    }
     configurations
         .iter()
         .flat_map(|config| {
             let ns = namespace(&config.metadata).to_owned();
-            let own: Vec<Revision> = revisions
-                .iter()
-                .filter(|r| configuration::owns(config, r))
-                .cloned()
-                .collect();
-            gc::collect(&own, &protected(config, routed), cfg, now)
+            let own = by_owner.remove(&id(&config.metadata)).unwrap_or_default();
+            gc::collect(&own, &protected(config, &own, routed), cfg, now)
                 .into_iter()
-                .map(move |name| revision_key(&ns, &name))
+                .map(move |name| RevisionKey::new(&ns, &name))
         })
         .collect()
 }
@@ -374,7 +368,8 @@ mod tests {
             route("e1", "same", &["same-00003"]),
             route("e2", "same", &["same-00001"]),
         ]);
-        let protected_e1 = protected(&e1, &routed);
+        // e1 owns the first three.
+        let protected_e1 = protected(&e1, &revisions[..3], &routed);
         assert!(
             !protected_e1.contains("same-00001"),
             "routed in e2, not in e1"

@@ -1,6 +1,7 @@
 //! What Sluice's test crates share, so no test carries its own copy: a free loopback port,
 //! waits that poll a condition until a deadline (and then fail naming it), the repository's
-//! root, and [`apiserver`], a real Kubernetes API server for the Kubernetes tier.
+//! root, and [`apiserver`], a real Kubernetes API server for the Kubernetes tier. Tests that
+//! need it are `#[ignore = "Kubernetes tier: run tests/kube/run"]`, which runs exactly those.
 //!
 //! Owns test harness code. A dev-dependency only: nothing in a shipped binary depends on it,
 //! and it must not depend on Sluice's crates (tests bring their own).
@@ -11,11 +12,6 @@ use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The reason every Kubernetes-tier test is `#[ignore]`d by `cargo test --workspace`: it needs
-/// etcd and a kube-apiserver, which `tests/kube/run` installs and builds before running them.
-/// (Attributes take a literal, so tests spell it out; this names it for the docs.)
-pub const KUBE_TIER: &str = "Kubernetes tier: run tests/kube/run";
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -22,10 +22,9 @@ fn ready_at(p: &Platform, ns: &str, revision: &str) -> bool {
 
 #[test]
 fn same_named_services_in_two_namespaces_share_nothing() {
-    let p = Platform::start();
+    // config-gc in place before the daemon starts: read at start, no wait for the watcher.
     let gc = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: config-gc\ndata:\n  min-non-active-revisions: \"0\"\n  max-non-active-revisions: \"0\"\n  retain-since-create-time: disabled\n  retain-since-last-active-time: disabled\n";
-    std::fs::write(p.home.path().join("config/config-gc.yaml"), gc).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let p = Platform::start_with_config(&[("config-gc.yaml", gc)]);
     let app = crate::harness::testapp().display().to_string();
     for ns in ["e1", "e2"] {
         let target = format!("TARGET={ns}-one");
