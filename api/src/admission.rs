@@ -26,6 +26,13 @@ pub fn admit(
     user: &str,
     platform: Platform,
 ) -> Result<Object, ValidationError> {
+    refuse_revisions(&obj)?;
+    default(&mut obj, existing, defaults, user);
+    validate(&obj, existing, defaults, platform)?;
+    Ok(obj)
+}
+
+fn refuse_revisions(obj: &Object) -> Result<(), ValidationError> {
     if obj.kind() == crate::ObjectKind::Revision {
         return Err(ValidationError {
             object: obj.describe(),
@@ -35,24 +42,66 @@ pub fn admit(
             )],
         });
     }
+    Ok(())
+}
+
+/// Knative's defaulting: the defaults of `config-defaults`, then who made the object. A
+/// create records `user` as creator and last modifier; an update keeps the creator and names
+/// `user` last modifier only when the spec (defaulted) changed, so a resync that changes
+/// nothing writes nothing. Objects owned by another (a Service's Configuration and Route) are
+/// the controller's, and keep the annotations their owner gave them. Idempotent: defaulting
+/// a defaulted object changes nothing.
+pub fn default(obj: &mut Object, existing: Option<&Object>, defaults: &DefaultsConfig, user: &str) {
     obj.set_defaults(defaults);
+    if obj
+        .meta()
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| !o.is_empty())
+    {
+        return;
+    }
+    let old_annotation =
+        |key: &str| -> Option<String> { existing?.meta().annotations.as_ref()?.get(key).cloned() };
+    let (creator, modifier) = match existing {
+        None => (user.to_owned(), user.to_owned()),
+        Some(old) => {
+            let changed = old.to_json().get("spec") != obj.to_json().get("spec");
+            let modifier = match old_annotation(keys::LAST_MODIFIER) {
+                Some(previous) if !changed => previous,
+                _ => user.to_owned(),
+            };
+            (
+                old_annotation(keys::CREATOR).unwrap_or_else(|| user.to_owned()),
+                modifier,
+            )
+        }
+    };
+    let annotations = obj
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(keys::CREATOR.to_owned(), creator);
+    annotations.insert(keys::LAST_MODIFIER.to_owned(), modifier);
+}
+
+/// Knative's validation of a (defaulted) object, the update rules against `existing`, and
+/// what `platform` can run.
+pub fn validate(
+    obj: &Object,
+    existing: Option<&Object>,
+    defaults: &DefaultsConfig,
+    platform: Platform,
+) -> Result<(), ValidationError> {
+    refuse_revisions(obj)?;
     obj.validate(defaults)?;
     if let Some(old) = existing {
         obj.validate_update(old)?;
     }
     if platform == Platform::Local {
-        local_platform_checks(&obj)?;
+        local_platform_checks(obj)?;
     }
-    let annotations = obj
-        .meta_mut()
-        .annotations
-        .get_or_insert_with(Default::default);
-    let creator = existing
-        .and_then(|o| o.meta().annotations.as_ref()?.get(keys::CREATOR).cloned())
-        .unwrap_or_else(|| user.to_owned());
-    annotations.insert(keys::CREATOR.to_owned(), creator);
-    annotations.insert(keys::LAST_MODIFIER.to_owned(), user.to_owned());
-    Ok(obj)
+    Ok(())
 }
 
 fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
@@ -152,7 +201,9 @@ mod tests {
         )
         .unwrap();
         let second = admit(
-            parse_documents(yaml).unwrap().remove(0),
+            parse_documents(&yaml.replace("[hello]", "[hello, --v2]"))
+                .unwrap()
+                .remove(0),
             Some(&first),
             &DefaultsConfig::default(),
             "bob",
@@ -162,5 +213,46 @@ mod tests {
         let a = second.meta().annotations.clone().unwrap();
         assert_eq!(a[keys::CREATOR], "ann");
         assert_eq!(a[keys::LAST_MODIFIER], "bob");
+    }
+
+    #[test]
+    fn an_update_that_changes_no_spec_keeps_the_last_modifier() {
+        let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      containers: [{image: example.com/hello:1}]\n";
+        let obj = || parse_documents(yaml).unwrap().remove(0);
+        let cfg = DefaultsConfig::default();
+        let first = admit(obj(), None, &cfg, "ann", Platform::Kubernetes).unwrap();
+        let resync = admit(obj(), Some(&first), &cfg, "argocd", Platform::Kubernetes).unwrap();
+        assert_eq!(
+            resync, first,
+            "a resync of the same manifest changes nothing"
+        );
+        let changed = parse_documents(&yaml.replace("hello:1", "hello:2"))
+            .unwrap()
+            .remove(0);
+        let update = admit(changed, Some(&first), &cfg, "bob", Platform::Kubernetes).unwrap();
+        let a = update.meta().annotations.clone().unwrap();
+        assert_eq!(
+            (a[keys::CREATOR].as_str(), a[keys::LAST_MODIFIER].as_str()),
+            ("ann", "bob")
+        );
+    }
+
+    #[test]
+    fn defaulting_is_idempotent_and_leaves_owned_objects_their_annotations() {
+        let yaml = "apiVersion: serving.knative.dev/v1\nkind: Configuration\nmetadata:\n  name: hello\n  annotations: {serving.knative.dev/creator: ann}\n  ownerReferences: [{apiVersion: serving.knative.dev/v1, kind: Service, name: hello, uid: u1}]\nspec:\n  template:\n    spec:\n      containers: [{image: example.com/hello:1}]\n";
+        let cfg = DefaultsConfig::default();
+        let mut once = parse_documents(yaml).unwrap().remove(0);
+        default(
+            &mut once,
+            None,
+            &cfg,
+            "system:serviceaccount:sluice-system:sluice-controller",
+        );
+        let a = once.meta().annotations.clone().unwrap();
+        assert_eq!(a.get(keys::CREATOR).map(String::as_str), Some("ann"));
+        assert!(!a.contains_key(keys::LAST_MODIFIER));
+        let mut twice = once.clone();
+        default(&mut twice, None, &cfg, "someone-else");
+        assert_eq!(twice, once);
     }
 }

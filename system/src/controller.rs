@@ -3,6 +3,7 @@
 //! and the KPA autoscaler, which scrapes queue-proxies at their pod IPs and scales through
 //! `/scale`. Every candidate serves the stats endpoint the activators report to, and only the
 //! leader is ready, so the `sluice-autoscaler` Service sends reports to the leader alone.
+//! Every candidate serves the admission webhooks (see [`crate::webhook`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub struct ControllerArgs {
     /// leader gives up after 2/3 of it without one).
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
+    /// The admission webhooks (every candidate serves them, leader or not).
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 fn identity(args: &ControllerArgs) -> String {
@@ -157,6 +161,14 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", args.stats_address))?;
     tokio::spawn(serve_stats(listener, stats.clone()));
+    let settings = sluice_platform_kube::settings(client.clone(), &args.system_namespace).await?;
+    crate::webhook::start(
+        client.clone(),
+        &args.system_namespace,
+        &args.webhook,
+        settings.clone(),
+    )
+    .await?;
 
     let duration = Duration::from_secs(args.lease_seconds.max(1));
     let timings = LeaseTimings {
@@ -178,7 +190,6 @@ pub async fn run(
     }
     stats.leader.store(true, Ordering::Relaxed);
 
-    let settings = sluice_platform_kube::settings(client.clone(), &args.system_namespace).await?;
     let store = Arc::new(KubeStore::new(client.clone()));
     store.watch();
     let workloads = Arc::new(KubeWorkloads::new(

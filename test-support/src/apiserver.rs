@@ -210,9 +210,18 @@ pub async fn install_crds(client: &Client) {
 }
 
 /// Applies every manifest in `config/` (namespace, RBAC, config maps, the components'
-/// Deployments and Services) as `kubectl apply -f config/` would create them, failing on any
-/// document the API server refuses.
+/// Deployments and Services, the admission webhooks) as `kubectl apply -f config/` would
+/// create them, failing on any document the API server refuses.
 pub async fn apply_config_manifests(client: &Client) {
+    apply_config_manifests_with(client, |_| {}).await;
+}
+
+/// [`apply_config_manifests`], with `edit` applied to each object first (to point the
+/// webhook configurations at a controller on loopback, say).
+pub async fn apply_config_manifests_with(
+    client: &Client,
+    edit: impl Fn(&mut kube::api::DynamicObject),
+) {
     use kube::api::{Api, DynamicObject, PostParams};
     use kube::core::GroupVersionKind;
     use serde::Deserialize;
@@ -226,7 +235,8 @@ pub async fn apply_config_manifests(client: &Client) {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let obj: DynamicObject = DynamicObject::deserialize(doc).unwrap();
+            let mut obj: DynamicObject = DynamicObject::deserialize(doc).unwrap();
+            edit(&mut obj);
             let types = obj.types.clone().expect("apiVersion and kind");
             let (group, version) = types
                 .api_version

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -381,6 +382,86 @@ fn eventually(limit: Duration, what: &str, logs: &[&Component], check: impl FnMu
     );
 }
 
+/// Clients other than the CLI (a Go client, kubectl, GitOps tools) write straight to the API
+/// server; the webhooks give them Knative's defaults and errors too.
+fn admission_for_every_client(rt: &tokio::runtime::Runtime, admin: &Client) {
+    use kube::api::{DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "serving.knative.dev",
+        "v1",
+        "Service",
+    ));
+    let services: Api<DynamicObject> = Api::namespaced_with(admin.clone(), "default", &resource);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // What a Go client sends: an empty container name and no traffic block.
+    let go_client = |extra: serde_json::Value| -> DynamicObject {
+        let mut spec = serde_json::json!({"containers": [{"name": "", "image": "registry.example/testapp:1"}]});
+        json_merge(&mut spec, extra);
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": "from-go", "creationTimestamp": null},
+            "spec": {"template": {"spec": spec}}
+        }))
+        .unwrap()
+    };
+    let stored = rt
+        .block_on(services.create(&dry_run, &go_client(serde_json::json!({}))))
+        .unwrap();
+    let spec = &stored.data["spec"];
+    assert_eq!(
+        spec["template"]["spec"]["containers"][0]["name"], "user-container",
+        "{spec}"
+    );
+    assert_eq!(
+        spec["traffic"],
+        serde_json::json!([{"latestRevision": true, "percent": 100}]),
+        "{spec}"
+    );
+    assert_eq!(spec["template"]["spec"]["timeoutSeconds"], 300, "{spec}");
+    let annotations = stored.metadata.annotations.clone().unwrap_or_default();
+    assert!(
+        annotations.contains_key("serving.knative.dev/creator"),
+        "{annotations:?}"
+    );
+
+    let refused = rt
+        .block_on(services.create(
+            &dry_run,
+            &go_client(serde_json::json!({"containerConcurrency": 5000})),
+        ))
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("validation.webhook.serving.sluice.dev"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.template.spec.containerConcurrency"),
+        "{message}"
+    );
+
+    // A resync that changes nothing writes nothing: defaulting is idempotent.
+    let hello = rt.block_on(services.get("hello")).unwrap();
+    let again = rt
+        .block_on(services.replace("hello", &PostParams::default(), &hello))
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        hello.metadata.resource_version
+    );
+}
+
+fn json_merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
 fn status_of(port: u16, path: &str) -> u16 {
     http_get(port, "controller", path).0
 }
@@ -396,9 +477,26 @@ fn sluice_on_a_real_api_server() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // controller-b serves the admission webhooks on loopback (in a cluster, every replica
+    // does, behind the sluice-webhook Service).
+    let webhook_port = free_port();
     rt.block_on(async {
         apiserver::install_crds(&admin).await;
-        apiserver::apply_config_manifests(&admin).await;
+        apiserver::apply_config_manifests_with(&admin, |obj| {
+            let kind = obj
+                .types
+                .as_ref()
+                .map(|t| t.kind.clone())
+                .unwrap_or_default();
+            if kind.ends_with("WebhookConfiguration") {
+                for hook in obj.data["webhooks"].as_array_mut().unwrap() {
+                    let path = hook["clientConfig"]["service"]["path"].clone();
+                    let url = format!("https://127.0.0.1:{webhook_port}{}", path.as_str().unwrap());
+                    hook["clientConfig"] = serde_json::json!({ "url": url });
+                }
+            }
+        })
+        .await;
         // A short grace period, so scale-to-zero fits in a test.
         let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "sluice-system");
         let patch = serde_json::json!({"data": {"scale-to-zero-grace-period": "2s"}});
@@ -426,8 +524,13 @@ fn sluice_on_a_real_api_server() {
 
     // Two controller candidates: the first leads, the second waits (and is not ready).
     let (stats_a, stats_b) = (free_port(), free_port());
-    let controller = |name: &str, port: u16| {
+    let controller = |name: &str, port: u16, webhook: Option<u16>| {
         let address = format!("127.0.0.1:{port}");
+        let mut env = vec![("SLUICE_POD_ADDRESS_MAP", pod_network())];
+        if let Some(webhook) = webhook {
+            env.push(("SLUICE_WEBHOOK_ADDRESS", format!("127.0.0.1:{webhook}")));
+            env.push(("SLUICE_WEBHOOK_HOSTS", "127.0.0.1".to_owned()));
+        }
         Component::start(
             d,
             name,
@@ -443,17 +546,17 @@ fn sluice_on_a_real_api_server() {
                 "--lease-seconds",
                 "3",
             ],
-            &[("SLUICE_POD_ADDRESS_MAP", pod_network())],
+            &env,
         )
     };
-    let mut leader = controller("controller-a", stats_a);
+    let mut leader = controller("controller-a", stats_a, None);
     eventually(
         Duration::from_secs(30),
         "controller-a leads",
         &[&leader],
         || status_of(stats_a, "/readyz") == 200,
     );
-    let standby = controller("controller-b", stats_b);
+    let standby = controller("controller-b", stats_b, Some(webhook_port));
     eventually(
         Duration::from_secs(10),
         "controller-b serves",
@@ -464,6 +567,21 @@ fn sluice_on_a_real_api_server() {
         status_of(stats_b, "/readyz"),
         503,
         "only the leader is ready"
+    );
+    // The standby made the webhooks' certificate and published its CA.
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    eventually(
+        Duration::from_secs(20),
+        "the webhook CA is published",
+        &[&leader, &standby],
+        || {
+            rt.block_on(mutating.get("defaulting.webhook.serving.sluice.dev"))
+                .unwrap()
+                .webhooks
+                .unwrap_or_default()
+                .iter()
+                .all(|w| w.client_config.ca_bundle.is_some())
+        },
     );
 
     let http_port = free_port();
@@ -619,6 +737,7 @@ fn sluice_on_a_real_api_server() {
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("containerConcurrency"), "{message}");
     assert!(!ok(&as_admin, &["service", "list"]).contains("bad"));
+    admission_for_every_client(&rt, &admin);
 
     // Delete: every object under the Service goes, and the host is no longer served.
     ok(&as_admin, &["service", "delete", "hello"]);
