@@ -216,7 +216,13 @@ impl Drop for Platform {
 
 /// One HTTP/1.1 GET on a fresh connection to 127.0.0.1:`port`: (status, body).
 pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+    http_get_at((Ipv4Addr::LOCALHOST, port).into(), host, path)
+}
+
+/// One HTTP/1.1 GET on a fresh connection to `addr`: (status, body), status 0 when the
+/// connection fails.
+pub fn http_get_at(addr: std::net::SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(10)) else {
         return (0, String::new());
     };
     stream
