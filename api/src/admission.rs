@@ -5,7 +5,7 @@
 //! client sent it.
 
 use crate::config::DefaultsConfig;
-use crate::validation::{FieldError, ValidationError};
+use crate::validation::{FieldError, PodSpecFeatures, ValidationError};
 use crate::{Object, keys};
 
 /// Where an object is admitted.
@@ -20,15 +20,35 @@ pub enum Platform {
 /// Defaults and validates an object for `platform`. `existing` is the stored object on
 /// update.
 pub fn admit(
-    mut obj: Object,
+    obj: Object,
     existing: Option<&Object>,
     defaults: &DefaultsConfig,
     user: &str,
     platform: Platform,
 ) -> Result<Object, ValidationError> {
+    admit_with(
+        obj,
+        existing,
+        defaults,
+        &PodSpecFeatures::default(),
+        user,
+        platform,
+    )
+}
+
+/// [`admit`] with the PodSpec fields config-features allows (`admit` takes Knative's default
+/// flags).
+pub fn admit_with(
+    mut obj: Object,
+    existing: Option<&Object>,
+    defaults: &DefaultsConfig,
+    features: &PodSpecFeatures,
+    user: &str,
+    platform: Platform,
+) -> Result<Object, ValidationError> {
     refuse_revisions(&obj)?;
     default(&mut obj, existing, defaults, user);
-    validate(&obj, existing, defaults, platform)?;
+    validate_with(&obj, existing, defaults, features, platform)?;
     Ok(obj)
 }
 
@@ -93,8 +113,25 @@ pub fn validate(
     defaults: &DefaultsConfig,
     platform: Platform,
 ) -> Result<(), ValidationError> {
+    validate_with(
+        obj,
+        existing,
+        defaults,
+        &PodSpecFeatures::default(),
+        platform,
+    )
+}
+
+/// [`validate`] with the PodSpec fields config-features allows.
+pub fn validate_with(
+    obj: &Object,
+    existing: Option<&Object>,
+    defaults: &DefaultsConfig,
+    features: &PodSpecFeatures,
+    platform: Platform,
+) -> Result<(), ValidationError> {
     refuse_revisions(obj)?;
-    obj.validate(defaults)?;
+    crate::validation::object(obj, defaults, features)?;
     if let Some(old) = existing {
         obj.validate_update(old)?;
     }
@@ -104,6 +141,14 @@ pub fn validate(
     Ok(())
 }
 
+/// What the local platform cannot honour, refused naming the field and why. A local replica is
+/// the serving container's command run as the daemon's user on this machine, so fields that
+/// change what that process sees (volumes and mounts, init containers, sidecars, another user,
+/// `/etc/hosts` or resolver settings, a sandboxing runtime class, values from config maps and
+/// secrets) are refused. Fields that only steer a cluster (image pulling and its secrets, the
+/// service account, scheduling and placement, resources, liveness and startup probes, the
+/// termination message, security hardening that restricts the process) are accepted and have
+/// no effect here; the same manifest then runs unchanged on Kubernetes.
 fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
     let spec = match obj {
         Object::Service(s) => &s.spec.template.spec,
@@ -111,39 +156,123 @@ fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
         _ => return Ok(()),
     };
     let mut errors = Vec::new();
+    let base = "spec.template.spec";
+    let mut refuse = |path: String, why: &str| {
+        errors.push(FieldError::new(
+            path,
+            format!("not supported on the local platform: {why}"),
+        ));
+    };
     for (i, c) in spec.containers.iter().enumerate() {
-        let path = format!("spec.template.spec.containers[{i}]");
+        let path = format!("{base}.containers[{i}]");
         if c.command.is_empty() {
             let image = c
                 .image
                 .as_deref()
                 .map(|i| format!(" (image {i:?} cannot be pulled here)"))
                 .unwrap_or_default();
-            errors.push(FieldError::new(
+            refuse(
                 format!("{path}.command"),
-                format!("missing: the local platform runs commands, not container images{image}; give the program to run, e.g. `command: [\"./server\"]` in YAML or `--cmd ./server` with `sluice service create`"),
-            ));
+                &format!(
+                    "missing: the local platform runs commands, not container images{image}; give the program to run, e.g. `command: [\"./server\"]` in YAML or `--cmd ./server` with `sluice service create`"
+                ),
+            );
         }
         for (j, e) in c.env.iter().enumerate() {
             if e.value_from.is_some() {
-                errors.push(FieldError::new(
+                refuse(
                     format!("{path}.env[{j}].valueFrom"),
-                    "not supported on the local platform (no config maps or secrets); give a literal value",
-                ));
+                    "there are no config maps, secrets or pod fields to read; give a literal value",
+                );
             }
         }
         if !c.env_from.is_empty() {
-            errors.push(FieldError::new(
+            refuse(
                 format!("{path}.envFrom"),
-                "not supported on the local platform; list env values instead",
-            ));
+                "there are no config maps or secrets to read; list env values instead",
+            );
+        }
+        if !c.volume_mounts.is_empty() {
+            refuse(
+                format!("{path}.volumeMounts"),
+                "a local process gets no volumes mounted, so the files it expects there would be missing; point it at files on this machine instead",
+            );
+        }
+        if let Some(sc) = &c.security_context {
+            identity(
+                &mut refuse,
+                &format!("{path}.securityContext"),
+                [
+                    ("runAsUser", sc.run_as_user.is_some()),
+                    ("runAsGroup", sc.run_as_group.is_some()),
+                ],
+            );
         }
     }
     if spec.containers.len() > 1 {
-        errors.push(FieldError::new(
-            "spec.template.spec.containers",
+        refuse(
+            format!("{base}.containers"),
             "the local platform runs one container per revision; remove the sidecars",
-        ));
+        );
+    }
+    if !spec.init_containers.is_empty() {
+        refuse(
+            format!("{base}.initContainers"),
+            "the local platform runs only the serving container, so the setup they do would not happen; run it before `sluice local up`, or in the serving command",
+        );
+    }
+    if !spec.volumes.is_empty() {
+        refuse(
+            format!("{base}.volumes"),
+            "a local process gets no volumes; point it at files on this machine instead",
+        );
+    }
+    if let Some(sc) = &spec.security_context {
+        identity(
+            &mut refuse,
+            &format!("{base}.securityContext"),
+            [
+                ("runAsUser", sc.run_as_user.is_some()),
+                ("runAsGroup", sc.run_as_group.is_some()),
+                ("fsGroup", sc.fs_group.is_some()),
+                (
+                    "supplementalGroups",
+                    sc.supplemental_groups
+                        .as_ref()
+                        .is_some_and(|g| !g.is_empty()),
+                ),
+            ],
+        );
+    }
+    if !spec.host_aliases.is_empty() {
+        refuse(
+            format!("{base}.hostAliases"),
+            "a local process uses this machine's /etc/hosts, without these entries",
+        );
+    }
+    if spec.dns_config.is_some() {
+        refuse(
+            format!("{base}.dnsConfig"),
+            "a local process resolves names with this machine's resolver, without these settings",
+        );
+    }
+    if let Some(policy) = spec.dns_policy.as_deref()
+        && policy != "Default"
+    {
+        refuse(
+            format!("{base}.dnsPolicy"),
+            &format!(
+                "a local process resolves names with this machine's resolver (dnsPolicy Default), not {policy}; remove it"
+            ),
+        );
+    }
+    if let Some(class) = &spec.runtime_class_name {
+        refuse(
+            format!("{base}.runtimeClassName"),
+            &format!(
+                "a local process runs directly on this machine, not in the sandbox of runtime class {class:?}; remove it"
+            ),
+        );
     }
     if errors.is_empty() {
         Ok(())
@@ -152,6 +281,23 @@ fn local_platform_checks(obj: &Object) -> Result<(), ValidationError> {
             object: obj.describe(),
             errors,
         })
+    }
+}
+
+/// Refuses the identity fields set in a security context: a local process runs as the
+/// daemon's user.
+fn identity<const N: usize>(
+    refuse: &mut impl FnMut(String, &str),
+    path: &str,
+    fields: [(&str, bool); N],
+) {
+    for (field, set) in fields {
+        if set {
+            refuse(
+                format!("{path}.{field}"),
+                "a local process runs as the user running the daemon and cannot switch users or groups; remove it",
+            );
+        }
     }
 }
 
@@ -254,5 +400,95 @@ mod tests {
         let mut twice = once.clone();
         default(&mut twice, None, &cfg, "someone-else");
         assert_eq!(twice, once);
+    }
+
+    fn local(spec: &str) -> Object {
+        let yaml = format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hello}}\nspec:\n  template:\n    spec:\n{spec}"
+        );
+        let mut obj = parse_documents(&yaml).unwrap().remove(0);
+        obj.set_defaults(&DefaultsConfig::default());
+        obj
+    }
+
+    fn local_errors(obj: &Object) -> Vec<FieldError> {
+        local_platform_checks(obj).map_or_else(|e| e.errors, |()| Vec::new())
+    }
+
+    #[test]
+    fn volumes_are_refused_locally_naming_the_field() {
+        let obj = local(
+            "      containers:\n        - command: [./server]\n          volumeMounts: [{name: config, mountPath: /etc/config}]\n      volumes: [{name: config, configMap: {name: app}}]\n",
+        );
+        let err = admit(obj, None, &DefaultsConfig::default(), "me", Platform::Local).unwrap_err();
+        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.template.spec.containers[0].volumeMounts",
+                "spec.template.spec.volumes"
+            ]
+        );
+        assert!(
+            err.errors.iter().all(|e| e
+                .message
+                .starts_with("not supported on the local platform: ")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn what_a_local_process_would_not_see_is_refused() {
+        let obj = local(
+            "      containers:\n        - command: [./server]\n          securityContext: {runAsUser: 1000}\n      initContainers: [{command: [./migrate]}]\n      securityContext: {runAsGroup: 10, fsGroup: 10}\n      hostAliases: [{ip: 10.0.0.1, hostnames: [db]}]\n      dnsConfig: {nameservers: [1.1.1.1]}\n      dnsPolicy: ClusterFirst\n      runtimeClassName: gvisor\n",
+        );
+        let errs = local_errors(&obj);
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "spec.template.spec.containers[0].securityContext.runAsUser",
+            "spec.template.spec.initContainers",
+            "spec.template.spec.securityContext.runAsGroup",
+            "spec.template.spec.securityContext.fsGroup",
+            "spec.template.spec.hostAliases",
+            "spec.template.spec.dnsConfig",
+            "spec.template.spec.dnsPolicy",
+            "spec.template.spec.runtimeClassName",
+        ] {
+            assert!(paths.contains(&want), "{want} not in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn what_only_steers_a_cluster_is_accepted_locally() {
+        let obj = local(
+            "      serviceAccountName: app\n      imagePullSecrets: [{name: registry}]\n      nodeSelector: {disk: ssd}\n      tolerations: [{key: k, operator: Exists}]\n      priorityClassName: high\n      dnsPolicy: Default\n      containers:\n        - command: [./server]\n          image: example.com/app\n          imagePullPolicy: Always\n          resources: {limits: {memory: 1Gi}}\n          livenessProbe: {httpGet: {path: /healthz}}\n          startupProbe: {tcpSocket: {}}\n          terminationMessagePolicy: File\n          securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+        );
+        assert_eq!(local_errors(&obj), Vec::new());
+    }
+
+    #[test]
+    fn a_gated_field_is_admitted_once_config_features_enables_it() {
+        let yaml = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\nspec:\n  template:\n    spec:\n      nodeSelector: {disk: ssd}\n      containers: [{image: example.com/hello:1}]\n";
+        let obj = || parse_documents(yaml).unwrap().remove(0);
+        let cfg = DefaultsConfig::default();
+        let refused = admit(obj(), None, &cfg, "me", Platform::Kubernetes).unwrap_err();
+        let text = refused.to_string();
+        assert!(text.contains("spec.template.spec.nodeSelector"), "{text}");
+        assert!(text.contains("kubernetes.podspec-nodeselector"), "{text}");
+        let data = [(
+            "kubernetes.podspec-nodeselector".to_owned(),
+            "enabled".to_owned(),
+        )]
+        .into();
+        let features = crate::config::FeaturesConfig::parse(&data).unwrap();
+        admit_with(
+            obj(),
+            None,
+            &cfg,
+            &features.pod_spec,
+            "me",
+            Platform::Kubernetes,
+        )
+        .unwrap();
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DefaultsConfig;
 use crate::validation::{self, Errors, ValidationError};
-use crate::{API_VERSION, Configuration, Revision, Route, Service, defaults, names};
+use crate::{API_VERSION, Configuration, Revision, Route, Service, defaults};
 
 /// The kinds of object Sluice stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -188,38 +188,10 @@ impl Object {
         }
     }
 
-    /// Validates a new object (or the new state of an existing one).
+    /// Validates a new object (or the new state of an existing one), with Knative's default
+    /// feature flags (see [`validation::object`] for config-features' own).
     pub fn validate(&self, cfg: &DefaultsConfig) -> Result<(), ValidationError> {
-        let mut errs = Errors::default();
-        let meta = self.meta();
-        match meta.name.as_deref() {
-            None | Some("") => errs.push("metadata.name", "missing: every object needs a name"),
-            Some(name) => {
-                if let Err(msg) = names::check_dns1035_label(name) {
-                    errs.push("metadata.name", msg);
-                }
-            }
-        }
-        if let Some(ns) = &meta.namespace
-            && let Err(msg) = names::check_dns1123_label(ns)
-        {
-            errs.push("metadata.namespace", msg);
-        }
-        let name = self.name();
-        match self {
-            Self::Service(s) => {
-                validation::template(&mut errs, "spec.template", name, &s.spec.template, cfg);
-                validation::traffic(&mut errs, "spec.traffic", &s.spec.traffic, true);
-            }
-            Self::Configuration(c) => {
-                validation::template(&mut errs, "spec.template", name, &c.spec.template, cfg)
-            }
-            Self::Route(r) => {
-                validation::traffic(&mut errs, "spec.traffic", &r.spec.traffic, false)
-            }
-            Self::Revision(r) => validation::revision_spec(&mut errs, "spec", &r.spec, cfg),
-        }
-        errs.into_result(self.describe())
+        validation::object(self, cfg, &validation::PodSpecFeatures::default())
     }
 
     /// Validates an update against the stored object: a BYO revision name must change with the

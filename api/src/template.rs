@@ -1,14 +1,18 @@
 //! The revision template (`spec.template`) and the container shape Sluice runs.
 //!
-//! Knative inlines a Kubernetes PodSpec here. Sluice keeps the fields it acts on, with
-//! Knative's names; fields it does not know are pruned on the way in, as a Kubernetes API
-//! server prunes fields outside a structural schema.
+//! Knative inlines a Kubernetes PodSpec here. Sluice keeps every field Knative's API has, core
+//! and behind config-features flags, with Knative's names and Kubernetes' own types for the
+//! sub-objects (volume mounts, security contexts, resources); validation refuses what Knative
+//! refuses, naming the flag to enable. Only the fields Knative itself drops (a container's
+//! `lifecycle`, `stdin`, `tty`, `volumeDevices`, ...) are pruned on the way in, as a Kubernetes
+//! API server prunes fields outside a structural schema.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerPort, EnvFromSource, EnvVar, ResourceRequirements, SecurityContext, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +51,9 @@ impl TemplateMeta {
     }
 }
 
-/// A container of a revision. On the local platform `command` is what runs.
+/// A container of a revision (`containers[]`, and `initContainers[]`). The serving container
+/// is the one with a port (or the only one); the others are sidecars. On the local platform
+/// `command` is what runs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
@@ -72,15 +78,20 @@ pub struct Container {
     /// The working directory of the process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// At most one port: the one the process serves on (`$PORT`).
+    /// At most one port, on the serving container only: the one the process serves on
+    /// (`$PORT`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
-    /// Readiness probe, run by the queue-proxy.
+    /// Readiness probe: the serving container's HTTP and TCP probes are run by the
+    /// queue-proxy; exec and gRPC probes, and sidecars' probes, by the kubelet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Probe>,
-    /// Liveness probe.
+    /// Liveness probe (Kubernetes only); port 0 or absent means the serving port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<Probe>,
+    /// Startup probe (Kubernetes only); port 0 or absent means the serving port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
     /// CPU and memory requests and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -93,6 +104,12 @@ pub struct Container {
     /// Image pull policy (Kubernetes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Where the container writes its termination message (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<String>,
+    /// `File` or `FallbackToLogsOnError` (Knative's default on the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
 }
 
 /// A probe as Knative accepts it (`tcpSocket: {}` means the serving port).
@@ -108,6 +125,9 @@ pub struct Probe {
     /// Command probe (Kubernetes: run in the container; local: treated as TCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecAction>,
+    /// gRPC health-check probe (Kubernetes: run by the kubelet; local: treated as TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAction>,
     /// Seconds before the first probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<i32>,
@@ -123,6 +143,24 @@ pub struct Probe {
     /// Consecutive failures tolerated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<i32>,
+    /// Grace period of a pod killed by a failing liveness or startup probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Probe {
+    /// The handlers set, by field name (exactly one is valid).
+    pub fn handlers(&self) -> Vec<&'static str> {
+        [
+            ("httpGet", self.http_get.is_some()),
+            ("tcpSocket", self.tcp_socket.is_some()),
+            ("exec", self.exec.is_some()),
+            ("grpc", self.grpc.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
 }
 
 /// HTTP GET probe action.
@@ -132,9 +170,12 @@ pub struct HttpGetAction {
     /// Path to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Port; 0 or absent means the serving port.
+    /// Port, by number or name; 0 or absent means the serving port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i32>,
+    pub port: Option<IntOrString>,
+    /// Host to connect to (the pod's IP when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// `HTTP` (default) or `HTTPS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
@@ -155,9 +196,23 @@ pub struct HttpHeader {
 /// TCP probe action.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TcpSocketAction {
+    /// Port, by number or name; 0 or absent means the serving port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<IntOrString>,
+    /// Host to connect to (the pod's IP when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// gRPC probe action (the gRPC health-checking protocol).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GrpcAction {
     /// Port; 0 or absent means the serving port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
+    /// The service name sent in the health check request (Knative defaults it to "").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// Exec probe action.

@@ -9,13 +9,13 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
-use sluice_api::config::DefaultsConfig;
+use sluice_api::config::{DefaultsConfig, FeaturesConfig};
 use sluice_api::{Object, ObjectKind, Revision, Route, Service, keys};
 use sluice_platform::Store;
 use sluice_platform_kube::KubeStore;
 use sluice_runtime::uds::{self, UdsError};
 
-use sluice_platform::admission::{Platform, write};
+use sluice_platform::admission::{Platform, Writer, write};
 use sluice_platform_local::Home;
 
 /// Talks to the daemon of one home, or to a cluster.
@@ -226,16 +226,19 @@ impl Client {
         dry_run: bool,
     ) -> anyhow::Result<Applied> {
         if let Backend::Kube { store, client } = &self.backend {
-            let defaults = cluster_defaults(client).await?;
+            let (defaults, features) = cluster_settings(client).await?;
             let user = sluice_runtime::user_name();
             let (action, object) = write(
                 store,
                 obj.clone(),
                 create_only,
                 dry_run,
-                &defaults,
-                &user,
-                Platform::Kubernetes,
+                Writer {
+                    defaults: &defaults,
+                    features: &features.pod_spec,
+                    user: &user,
+                    platform: Platform::Kubernetes,
+                },
             )
             .await?;
             return Ok(Applied {
@@ -296,14 +299,25 @@ impl Client {
 }
 
 /// The cluster's config-defaults (Knative's defaults when it has none).
-async fn cluster_defaults(client: &kube::Client) -> anyhow::Result<DefaultsConfig> {
+async fn cluster_settings(
+    client: &kube::Client,
+) -> anyhow::Result<(DefaultsConfig, FeaturesConfig)> {
     let maps: kube::Api<ConfigMap> =
         kube::Api::namespaced(client.clone(), sluice_platform_kube::SYSTEM_NAMESPACE);
-    let data = maps
-        .get_opt(DefaultsConfig::NAME)
-        .await
-        .context("reading config-defaults")?
-        .and_then(|cm| cm.data)
-        .unwrap_or_default();
-    Ok(DefaultsConfig::parse(&data)?)
+    let data = |name: &'static str| {
+        let maps = maps.clone();
+        async move {
+            anyhow::Ok(
+                maps.get_opt(name)
+                    .await
+                    .with_context(|| format!("reading {name}"))?
+                    .and_then(|cm| cm.data)
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    Ok((
+        DefaultsConfig::parse(&data(DefaultsConfig::NAME).await?)?,
+        FeaturesConfig::parse(&data(FeaturesConfig::NAME).await?)?,
+    ))
 }

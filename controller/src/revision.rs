@@ -45,6 +45,7 @@ pub fn workload_spec(rev: &Revision, replicas: u32) -> WorkloadSpec {
             .unwrap_or_default()
             .to_owned(),
         container,
+        pod: spec.clone(),
         replicas,
         container_concurrency: spec.concurrency(),
         timeout: secs(spec.timeout_seconds).unwrap_or(Duration::from_secs(300)),

@@ -32,7 +32,7 @@ use sluice_platform::{ActivatorStat, Store, StoreError};
 use sluice_platform_local::SqliteStore;
 use tokio::sync::{mpsc, watch};
 
-use sluice_platform::admission::{Platform, WriteError, write};
+use sluice_platform::admission::{Platform, WriteError, Writer, write};
 
 /// Response body of the admin API.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -205,15 +205,18 @@ impl Admin {
         })?;
         let obj = Object::from_json(kind, value)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        let defaults = self.settings.borrow().defaults.clone();
+        let settings = self.settings.borrow().clone();
         let written = write(
             &*self.store,
             obj,
             create_only,
             dry_run,
-            &defaults,
-            &self.user,
-            Platform::Local,
+            Writer {
+                defaults: &settings.defaults,
+                features: &settings.features.pod_spec,
+                user: &self.user,
+                platform: Platform::Local,
+            },
         )
         .await;
         match written {

@@ -1,6 +1,8 @@
 //! [`Workloads`] on Kubernetes: a revision runs as the Deployment `<revision>-deployment` (the
-//! user container plus the queue-proxy sidecar on Knative's ports) behind the Service
-//! `<revision>-private` that selects its pods, both owned by the Revision. Scale changes go
+//! revision's pod as Knative builds it: its containers, init containers, volumes and pod
+//! fields, plus the queue-proxy sidecar on Knative's ports) behind the Service
+//! `<revision>-private` that selects its pods, both owned by the Revision. The pod comes from
+//! the Revision as stored, read when its Deployment is created. Scale changes go
 //! through the Deployment's `/scale` subresource. Ready replicas come from the Service's
 //! EndpointSlices, as Knative's activator and autoscaler find them.
 
@@ -11,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HTTPHeader, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, GRPCAction, HTTPGetAction,
+    HTTPHeader, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -30,7 +33,8 @@ use sluice_platform::workloads::{
 pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
 use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
 use sluice_api::contract::{self, QueueProxyEnv, user_env};
-use sluice_api::keys;
+use sluice_api::template::{Container as ApiContainer, Probe as ApiProbe};
+use sluice_api::{RevisionSpec, keys};
 /// The label EndpointSlices carry naming their Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -211,49 +215,93 @@ impl KubeWorkloads {
         labels
     }
 
-    /// The Deployment that runs `spec` (Knative's `MakeDeployment`, in outline).
+    /// The Deployment that runs `spec`'s revision, from the revision spec it carries.
     pub fn deployment(&self, spec: &WorkloadSpec) -> Result<Deployment, WorkloadError> {
-        let mut declared = serde_json::to_value(&spec.container)
-            .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
-        // Knative's default name; Go clients (kn, client-go) send `name: ""` when unset.
-        if let Some(fields) = declared.as_object_mut()
-            && fields
-                .get("name")
-                .and_then(|n| n.as_str())
-                .is_none_or(str::is_empty)
-        {
-            fields.insert("name".into(), "user-container".into());
-        }
-        let mut user: Container = serde_json::from_value(declared)
-            .map_err(|e| WorkloadError::Unsupported(format!("container: {e}")))?;
-        if user.image.is_none() {
-            return Err(WorkloadError::Unsupported(format!(
-                "revision {}: its container has no image, which Kubernetes needs",
-                spec.key
-            )));
-        }
-        let user_port = user
+        self.revision_deployment(spec, &spec.pod)
+    }
+
+    /// The Deployment that runs `spec`'s revision, whose spec is `revision` (Knative's
+    /// `MakeDeployment`, in outline): the revision's pod fields as written; its containers with
+    /// Knative's additions (the serving container's one `user-port` and `PORT`, `K_SERVICE`,
+    /// `K_CONFIGURATION` and `K_REVISION` on each, `terminationMessagePolicy:
+    /// FallbackToLogsOnError` unless set); the queue-proxy beside them.
+    pub fn revision_deployment(
+        &self,
+        spec: &WorkloadSpec,
+        revision: &RevisionSpec,
+    ) -> Result<Deployment, WorkloadError> {
+        let serving = revision.serving_index().ok_or_else(|| {
+            WorkloadError::Unsupported(format!("revision {}: it has no containers", spec.key))
+        })?;
+        let user_port = revision.containers[serving]
             .ports
-            .as_ref()
-            .and_then(|p| p.first())
-            .map_or(8080, |p| p.container_port);
-        user.ports = Some(vec![ContainerPort {
-            name: Some("user-port".into()),
-            container_port: user_port,
-            ..ContainerPort::default()
-        }]);
-        let env = user.env.get_or_insert_with(Vec::new);
+            .first()
+            .map(|p| p.container_port)
+            .filter(|p| *p != 0)
+            .unwrap_or(8080);
         let literal = |name: &str, value: &str| EnvVar {
             name: name.into(),
             value: Some(value.into()),
             value_from: None,
         };
-        env.push(literal(user_env::PORT, &user_port.to_string()));
-        env.push(literal(user_env::REVISION, &spec.key.name));
-        env.push(literal(user_env::CONFIGURATION, &spec.configuration));
-        env.push(literal(user_env::SERVICE, &spec.service));
-        // Readiness is the queue-proxy's: it probes the user container itself.
-        user.readiness_probe = None;
+        let knative_env = [
+            literal(user_env::REVISION, &spec.key.name),
+            literal(user_env::CONFIGURATION, &spec.configuration),
+            literal(user_env::SERVICE, &spec.service),
+        ];
+        let many = revision.containers.len() > 1;
+        let mut containers = Vec::with_capacity(revision.containers.len() + 1);
+        for (i, declared) in revision.containers.iter().enumerate() {
+            // Knative's default names; Go clients (kn, client-go) send `name: ""` when unset.
+            let name = if many {
+                format!("user-container-{i}")
+            } else {
+                "user-container".to_owned()
+            };
+            let is_serving = i == serving;
+            let mut c = container(declared, name, is_serving.then_some(user_port));
+            if c.image.is_none() {
+                return Err(WorkloadError::Unsupported(format!(
+                    "revision {}: its container {:?} has no image, which Kubernetes needs",
+                    spec.key, c.name
+                )));
+            }
+            let env = c.env.get_or_insert_with(Vec::new);
+            if is_serving {
+                c.ports = Some(vec![ContainerPort {
+                    name: Some("user-port".into()),
+                    container_port: user_port,
+                    ..ContainerPort::default()
+                }]);
+                env.push(literal(user_env::PORT, &user_port.to_string()));
+                // Readiness over HTTP or TCP is the queue-proxy's: it probes the user
+                // container itself. Exec and gRPC probes it cannot run stay for the kubelet.
+                if c.readiness_probe
+                    .as_ref()
+                    .is_some_and(|p| p.http_get.is_some() || p.tcp_socket.is_some())
+                {
+                    c.readiness_probe = None;
+                }
+            }
+            env.extend(knative_env.iter().cloned());
+            c.termination_message_policy
+                .get_or_insert_with(|| "FallbackToLogsOnError".into());
+            containers.push(c);
+        }
+        let init_many = revision.init_containers.len() > 1;
+        let init_containers: Vec<Container> = revision
+            .init_containers
+            .iter()
+            .enumerate()
+            .map(|(i, declared)| {
+                let name = if init_many {
+                    format!("init-container-{i}")
+                } else {
+                    "init-container".to_owned()
+                };
+                container(declared, name, None)
+            })
+            .collect();
 
         let pod_name = EnvVar {
             name: contract::env::POD.into(),
@@ -315,7 +363,9 @@ impl KubeWorkloads {
             }),
             ..Container::default()
         };
+        containers.push(queue);
         let labels = Self::labels(spec);
+        let r = revision;
         Ok(Deployment {
             metadata: ObjectMeta {
                 name: Some(deployment_name(&spec.key.name)),
@@ -339,7 +389,32 @@ impl KubeWorkloads {
                         ..ObjectMeta::default()
                     }),
                     spec: Some(PodSpec {
-                        containers: vec![user, queue],
+                        containers,
+                        init_containers: some_vec(init_containers),
+                        volumes: some_vec(r.volumes.clone()),
+                        image_pull_secrets: some_vec(r.image_pull_secrets.clone()),
+                        service_account_name: r.service_account_name.clone(),
+                        automount_service_account_token: r.automount_service_account_token,
+                        // Knative's default (config-defaults enable-service-links: false).
+                        enable_service_links: Some(r.enable_service_links.unwrap_or(false)),
+                        affinity: r.affinity.clone(),
+                        node_selector: (!r.node_selector.is_empty())
+                            .then(|| r.node_selector.clone()),
+                        tolerations: some_vec(r.tolerations.clone()),
+                        topology_spread_constraints: some_vec(
+                            r.topology_spread_constraints.clone(),
+                        ),
+                        security_context: r.security_context.clone(),
+                        runtime_class_name: r.runtime_class_name.clone(),
+                        priority_class_name: r.priority_class_name.clone(),
+                        scheduler_name: r.scheduler_name.clone(),
+                        dns_policy: r.dns_policy.clone(),
+                        dns_config: r.dns_config.clone(),
+                        host_aliases: some_vec(r.host_aliases.clone()),
+                        share_process_namespace: r.share_process_namespace,
+                        host_ipc: r.host_ipc,
+                        host_pid: r.host_pid,
+                        host_network: r.host_network,
                         termination_grace_period_seconds: Some(
                             i64::try_from(spec.timeout.as_secs()).unwrap_or(300),
                         ),
@@ -381,6 +456,89 @@ impl KubeWorkloads {
             }),
             ..Service::default()
         }
+    }
+}
+
+fn some_vec<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+/// A revision's container as a pod's: the fields Knative passes, probes with Kubernetes'
+/// required ports. `serving_port` is the serving container's port, which its probes' absent,
+/// zero or named ports mean (the serving port is renamed `user-port` on the pod).
+fn container(c: &ApiContainer, default_name: String, serving_port: Option<i32>) -> Container {
+    let probe = |p: &Option<ApiProbe>| p.as_ref().map(|p| probe(p, serving_port));
+    Container {
+        name: c
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(default_name),
+        image: c.image.clone(),
+        command: some_vec(c.command.clone()),
+        args: some_vec(c.args.clone()),
+        env: some_vec(c.env.clone()),
+        env_from: some_vec(c.env_from.clone()),
+        working_dir: c.working_dir.clone(),
+        ports: some_vec(c.ports.clone()),
+        readiness_probe: probe(&c.readiness_probe),
+        liveness_probe: probe(&c.liveness_probe),
+        startup_probe: probe(&c.startup_probe),
+        resources: c.resources.clone(),
+        security_context: c.security_context.clone(),
+        volume_mounts: some_vec(c.volume_mounts.clone()),
+        image_pull_policy: c.image_pull_policy.clone(),
+        termination_message_path: c.termination_message_path.clone(),
+        termination_message_policy: c.termination_message_policy.clone(),
+        ..Container::default()
+    }
+}
+
+fn probe(p: &ApiProbe, serving_port: Option<i32>) -> Probe {
+    let port = |port: Option<&IntOrString>| match (port, serving_port) {
+        (Some(IntOrString::Int(n)), _) if *n != 0 => IntOrString::Int(*n),
+        (Some(IntOrString::String(name)), None) => IntOrString::String(name.clone()),
+        (_, Some(serving)) => IntOrString::Int(serving),
+        (_, None) => IntOrString::Int(0),
+    };
+    Probe {
+        http_get: p.http_get.as_ref().map(|h| HTTPGetAction {
+            host: h.host.clone(),
+            path: h.path.clone(),
+            port: port(h.port.as_ref()),
+            scheme: h.scheme.clone(),
+            http_headers: some_vec(
+                h.http_headers
+                    .iter()
+                    .map(|h| HTTPHeader {
+                        name: h.name.clone(),
+                        value: h.value.clone(),
+                    })
+                    .collect(),
+            ),
+            ..HTTPGetAction::default()
+        }),
+        tcp_socket: p.tcp_socket.as_ref().map(|t| TCPSocketAction {
+            host: t.host.clone(),
+            port: port(t.port.as_ref()),
+        }),
+        exec: p.exec.as_ref().map(|e| ExecAction {
+            command: some_vec(e.command.clone()),
+        }),
+        grpc: p.grpc.as_ref().map(|g| GRPCAction {
+            port: match (g.port, serving_port) {
+                (Some(n), _) if n != 0 => n,
+                (_, serving) => serving.unwrap_or(0),
+            },
+            service: g.service.clone(),
+            ..GRPCAction::default()
+        }),
+        initial_delay_seconds: p.initial_delay_seconds,
+        period_seconds: p.period_seconds,
+        timeout_seconds: p.timeout_seconds,
+        success_threshold: p.success_threshold,
+        failure_threshold: p.failure_threshold,
+        termination_grace_period_seconds: p.termination_grace_period_seconds,
     }
 }
 
@@ -509,24 +667,27 @@ impl Workloads for KubeWorkloads {
 mod tests {
     use std::time::Duration;
 
-    use sluice_api::template::Container;
-    use sluice_platform::workloads::Probe;
+    use sluice_platform::workloads::Probe as ReadinessProbe;
 
     use super::*;
 
-    fn spec(container: Container) -> WorkloadSpec {
+    fn spec(container: ApiContainer) -> WorkloadSpec {
         WorkloadSpec {
             key: RevisionKey::new("default", "hello-00001"),
             service: "hello".into(),
             configuration: "hello".into(),
             uid: "u1".into(),
+            pod: RevisionSpec {
+                containers: vec![container.clone()],
+                ..RevisionSpec::default()
+            },
             container,
             replicas: 1,
             container_concurrency: 0,
             timeout: Duration::from_secs(300),
             response_start_timeout: None,
             idle_timeout: None,
-            readiness: Probe::Tcp,
+            readiness: ReadinessProbe::Tcp,
         }
     }
 
@@ -542,15 +703,455 @@ mod tests {
             },
         );
         for name in [None, Some(String::new())] {
-            let container = Container {
+            let container = ApiContainer {
                 name: name.clone(),
                 image: Some("ghcr.io/knative/helloworld-go".into()),
-                ..Container::default()
+                ..ApiContainer::default()
             };
             let deployment = workloads.deployment(&spec(container)).unwrap();
             let pod = deployment.spec.template.spec.unwrap();
             assert_eq!(pod.containers[0].name, "user-container", "name {name:?}");
             assert_eq!(pod.containers[1].name, "queue-proxy");
+        }
+    }
+
+    fn workloads() -> KubeWorkloads {
+        // A client that never talks to a server: building a Deployment is pure.
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        KubeWorkloads::new(
+            client,
+            KubeWorkloadsConfig {
+                queue_proxy_image: "sluice:test".into(),
+            },
+        )
+    }
+
+    /// The revision spec of the one Service in `yaml`, admitted for Kubernetes by `admit`.
+    fn admitted(
+        yaml: &str,
+        admit: impl FnOnce(sluice_api::Object) -> sluice_api::Object,
+    ) -> RevisionSpec {
+        let obj = sluice_api::manifest::parse_documents(yaml)
+            .unwrap()
+            .remove(0);
+        match admit(obj) {
+            sluice_api::Object::Service(s) => s.spec.template.spec,
+            other => panic!("not a Service: {other:?}"),
+        }
+    }
+
+    /// The pod of `revision`'s Deployment, its workload spec built as the controller does.
+    fn pod(revision: &RevisionSpec) -> PodSpec {
+        let mut s = spec(revision.serving_container().cloned().unwrap());
+        if let Some(get) = s
+            .container
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+        {
+            s.readiness = ReadinessProbe::Http(get.path.clone().unwrap_or_default());
+        }
+        let deployment = workloads().revision_deployment(&s, revision).unwrap();
+        // What is sent to the API server reads back as the same pod.
+        let json = serde_json::to_value(&deployment).unwrap();
+        let back: Deployment = serde_json::from_value(json).unwrap();
+        assert_eq!(back, deployment);
+        deployment.spec.template.spec.unwrap()
+    }
+
+    fn env(c: &Container) -> BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect()
+    }
+
+    fn names<T>(items: &Option<Vec<T>>, name: impl Fn(&T) -> &str) -> Vec<String> {
+        items.iter().flatten().map(|i| name(i).to_owned()).collect()
+    }
+
+    const CORE: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      serviceAccountName: app
+      imagePullSecrets: [{name: registry}]
+      automountServiceAccountToken: false
+      containers:
+        - name: app
+          image: example.com/app
+          ports: [{containerPort: 9000}]
+          env: [{name: TARGET, value: World}]
+          resources: {requests: {cpu: 100m}, limits: {memory: 256Mi}}
+          readinessProbe: {httpGet: {path: /ready}}
+          livenessProbe: {httpGet: {path: /healthz}, periodSeconds: 10, failureThreshold: 3}
+          startupProbe: {grpc: {}, periodSeconds: 2, failureThreshold: 30}
+          securityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+          terminationMessagePath: /dev/app-termination
+          volumeMounts:
+            - {name: config, mountPath: /etc/config}
+            - {name: creds, mountPath: /etc/creds}
+            - {name: both, mountPath: /etc/both}
+            - {name: scratch, mountPath: /scratch}
+        - name: logger
+          image: example.com/logger
+          volumeMounts: [{name: scratch, mountPath: /logs}]
+      volumes:
+        - {name: config, configMap: {name: app-config}}
+        - {name: creds, secret: {secretName: app-creds}}
+        - name: both
+          projected: {sources: [{configMap: {name: app-config}}, {secret: {name: app-creds}}]}
+        - {name: scratch, emptyDir: {}}
+"#;
+
+    #[tokio::test]
+    async fn knatives_core_pod_fields_reach_the_pod() {
+        let revision = admitted(CORE, |obj| {
+            sluice_api::admission::admit(
+                obj,
+                None,
+                &sluice_api::config::DefaultsConfig::default(),
+                "me",
+                sluice_api::admission::Platform::Kubernetes,
+            )
+            .unwrap()
+        });
+        let pod = pod(&revision);
+        assert_eq!(pod.service_account_name.as_deref(), Some("app"));
+        assert_eq!(names(&pod.image_pull_secrets, |s| &s.name), ["registry"]);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.enable_service_links, Some(false));
+        assert_eq!(pod.termination_grace_period_seconds, Some(300));
+        assert_eq!(
+            names(&pod.volumes, |v| &v.name),
+            ["config", "creds", "both", "scratch"]
+        );
+        let volumes = pod.volumes.clone().unwrap();
+        assert_eq!(volumes[0].config_map.as_ref().unwrap().name, "app-config");
+        assert_eq!(
+            volumes[1].secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("app-creds")
+        );
+        assert_eq!(
+            volumes[2]
+                .projected
+                .as_ref()
+                .unwrap()
+                .sources
+                .as_ref()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(volumes[3].empty_dir.is_some());
+        let containers: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(containers, ["app", "logger", "queue-proxy"]);
+
+        let app = &pod.containers[0];
+        let ports: Vec<_> = names(&app.ports, |p| p.name.as_deref().unwrap_or_default());
+        assert_eq!(ports, ["user-port"]);
+        assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 9000);
+        let e = env(app);
+        assert_eq!(
+            (
+                e["TARGET"].as_str(),
+                e["PORT"].as_str(),
+                e["K_REVISION"].as_str()
+            ),
+            ("World", "9000", "hello-00001")
+        );
+        assert_eq!(
+            (e["K_CONFIGURATION"].as_str(), e["K_SERVICE"].as_str()),
+            ("hello", "hello")
+        );
+        assert_eq!(app.readiness_probe, None, "the queue-proxy probes /ready");
+        let liveness = app.liveness_probe.as_ref().unwrap();
+        let get = liveness.http_get.as_ref().unwrap();
+        assert_eq!(
+            (get.path.as_deref(), &get.port),
+            (Some("/healthz"), &IntOrString::Int(9000))
+        );
+        assert_eq!(
+            (liveness.period_seconds, liveness.failure_threshold),
+            (Some(10), Some(3))
+        );
+        let startup = app.startup_probe.as_ref().unwrap();
+        let grpc = startup.grpc.as_ref().unwrap();
+        assert_eq!((grpc.port, grpc.service.as_deref()), (9000, Some("")));
+        assert_eq!(startup.failure_threshold, Some(30));
+        let resources = app.resources.as_ref().unwrap();
+        assert_eq!(resources.requests.as_ref().unwrap()["cpu"].0, "100m");
+        assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "256Mi");
+        let sc = app.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.allow_privilege_escalation),
+            (Some(true), Some(false))
+        );
+        assert_eq!(
+            app.termination_message_path.as_deref(),
+            Some("/dev/app-termination")
+        );
+        assert_eq!(
+            app.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let mounts: Vec<_> = app
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("config", "/etc/config", Some(true)),
+                ("creds", "/etc/creds", Some(true)),
+                ("both", "/etc/both", Some(true)),
+                ("scratch", "/scratch", None),
+            ]
+        );
+
+        let logger = &pod.containers[1];
+        assert_eq!(logger.ports, None, "a sidecar has no port");
+        let e = env(logger);
+        assert!(!e.contains_key("PORT"), "{e:?}");
+        assert_eq!(e["K_REVISION"], "hello-00001");
+        assert_eq!(names(&logger.volume_mounts, |m| &m.mount_path), ["/logs"]);
+        assert_eq!(
+            logger.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+
+        // The queue-proxy as before: it probes the user port on the readiness path.
+        let queue = env(&pod.containers[2]);
+        assert_eq!(queue["USER_PORT"], "9000");
+        assert_eq!(queue["SERVING_READINESS_PROBE"], "http");
+        assert_eq!(queue["SERVING_READINESS_PATH"], "/ready");
+    }
+
+    const GATED: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      initContainers:
+        - image: example.com/migrate
+          command: [./migrate]
+          volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+      containers:
+        - image: example.com/app
+          ports: [{containerPort: 8080}]
+          readinessProbe: {exec: {command: [./ready]}, periodSeconds: 5}
+          env:
+            - name: NODE
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+          volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+        - image: example.com/sidecar
+          readinessProbe: {httpGet: {path: /up, port: 8090}}
+          livenessProbe: {tcpSocket: {port: 8090}}
+      volumes:
+        - {name: data, persistentVolumeClaim: {claimName: data, readOnly: true}}
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm: {topologyKey: kubernetes.io/hostname}
+      nodeSelector: {disk: ssd}
+      tolerations: [{key: dedicated, operator: Equal, value: serving, effect: NoSchedule}]
+      topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}]
+      securityContext: {runAsUser: 1000, fsGroup: 2000}
+      runtimeClassName: gvisor
+      priorityClassName: high
+      schedulerName: custom
+      dnsPolicy: None
+      dnsConfig: {nameservers: [1.1.1.1], searches: [svc.local]}
+      hostAliases: [{ip: 10.0.0.1, hostnames: [db.local]}]
+      shareProcessNamespace: true
+"#;
+
+    #[tokio::test]
+    async fn flag_gated_pod_fields_reach_the_pod_when_their_flags_are_on() {
+        let revision = admitted(GATED, |mut obj| {
+            let defaults = sluice_api::config::DefaultsConfig::default();
+            sluice_api::admission::default(&mut obj, None, &defaults, "me");
+            let features = sluice_api::validation::PodSpecFeatures::all();
+            sluice_api::validation::object(&obj, &defaults, &features).unwrap();
+            // Off, as by default, each is refused instead.
+            assert!(obj.validate(&defaults).is_err());
+            obj
+        });
+        let pod = pod(&revision);
+        let init = pod.init_containers.as_ref().unwrap();
+        assert_eq!(init.len(), 1);
+        assert_eq!(init[0].name, "init-container");
+        assert_eq!(
+            init[0].command.as_deref(),
+            Some(&["./migrate".to_owned()][..])
+        );
+        assert_eq!(names(&init[0].volume_mounts, |m| &m.name), ["data"]);
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|p| p.claim_name.as_str()),
+            Some("data")
+        );
+        let anti = pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_anti_affinity
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+                .unwrap()[0]
+                .weight,
+            100
+        );
+        assert_eq!(pod.node_selector.as_ref().unwrap()["disk"], "ssd");
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(
+            pod.topology_spread_constraints.as_ref().unwrap()[0].max_skew,
+            1
+        );
+        let sc = pod.security_context.as_ref().unwrap();
+        assert_eq!((sc.run_as_user, sc.fs_group), (Some(1000), Some(2000)));
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(pod.scheduler_name.as_deref(), Some("custom"));
+        assert_eq!(pod.dns_policy.as_deref(), Some("None"));
+        assert_eq!(
+            pod.dns_config.as_ref().unwrap().nameservers.as_deref(),
+            Some(&["1.1.1.1".to_owned()][..])
+        );
+        assert_eq!(pod.host_aliases.as_ref().unwrap()[0].ip, "10.0.0.1");
+        assert_eq!(pod.share_process_namespace, Some(true));
+
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["user-container-0", "user-container-1", "queue-proxy"]
+        );
+        let serving = &pod.containers[0];
+        // An exec probe is the kubelet's: the queue-proxy only dials the port.
+        let ready = serving.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            ready.exec.as_ref().unwrap().command.as_deref(),
+            Some(&["./ready".to_owned()][..])
+        );
+        let node = serving
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "NODE")
+            .unwrap();
+        assert_eq!(
+            node.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "spec.nodeName"
+        );
+        // A sidecar's probes stay on the sidecar, on its own port.
+        let sidecar = &pod.containers[1];
+        let get = sidecar
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (get.path.as_deref(), &get.port),
+            (Some("/up"), &IntOrString::Int(8090))
+        );
+        let tcp = sidecar
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .tcp_socket
+            .as_ref()
+            .unwrap();
+        assert_eq!(tcp.port, IntOrString::Int(8090));
+        assert_eq!(env(&pod.containers[2])["SERVING_READINESS_PROBE"], "tcp");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "Kubernetes tier: run tests/kube/run"]
+    async fn a_revisions_pod_survives_the_api_server_into_its_deployment() {
+        use kube::api::PostParams;
+        use sluice_test_support::apiserver;
+        let server = tokio::task::spawn_blocking(apiserver::ApiServer::start)
+            .await
+            .unwrap();
+        let client = server.client();
+        apiserver::install_crds(&client).await;
+        let workloads = KubeWorkloads::new(
+            client.clone(),
+            KubeWorkloadsConfig {
+                queue_proxy_image: "sluice:test".into(),
+            },
+        );
+        let defaults = sluice_api::config::DefaultsConfig::default();
+        let revisions: Api<sluice_api::Revision> = Api::namespaced(client.clone(), "default");
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        for (name, yaml) in [("core-00001", CORE), ("gated-00001", GATED)] {
+            let declared = admitted(yaml, |mut obj| {
+                sluice_api::admission::default(&mut obj, None, &defaults, "me");
+                obj
+            });
+            let mut rev = sluice_api::Revision::new(name, declared.clone());
+            rev.metadata.namespace = Some("default".into());
+            let stored = revisions
+                .create(&PostParams::default(), &rev)
+                .await
+                .unwrap();
+            assert_eq!(
+                stored.spec, declared,
+                "{name}: the CRD schema pruned a field"
+            );
+            let mut s = spec(declared.serving_container().cloned().unwrap());
+            s.pod = declared.clone();
+            s.key = RevisionKey::new("default", name);
+            s.uid = stored.metadata.uid.clone().unwrap();
+            // The API server validates the pod of the Deployment it is sent.
+            workloads.ensure(s).await.unwrap();
+            let d = deployments.get(&deployment_name(name)).await.unwrap();
+            let pod = d.spec.template.spec.unwrap();
+            let want = self::pod(&declared);
+            // Compared by name: the API server defaults modes and the like.
+            assert_eq!(
+                names(&pod.volumes, |v| &v.name),
+                names(&want.volumes, |v| &v.name),
+                "{name}"
+            );
+            assert_eq!(
+                pod.init_containers.map(|c| c.len()),
+                want.init_containers.map(|c| c.len()),
+                "{name}"
+            );
+            assert_eq!(pod.affinity.is_some(), want.affinity.is_some(), "{name}");
+            assert_eq!(pod.dns_config, want.dns_config, "{name}");
+            assert_eq!(
+                pod.service_account_name, want.service_account_name,
+                "{name}"
+            );
+            assert_eq!(pod.containers.len(), want.containers.len(), "{name}");
         }
     }
 }

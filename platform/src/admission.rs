@@ -3,8 +3,9 @@
 
 use sluice_api::Object;
 pub use sluice_api::admission::Platform;
-use sluice_api::admission::admit;
+use sluice_api::admission::admit_with;
 use sluice_api::config::DefaultsConfig;
+use sluice_api::validation::PodSpecFeatures;
 use sluice_api::validation::ValidationError;
 
 use crate::{Store, StoreError};
@@ -23,6 +24,19 @@ pub enum WriteError {
     Store(#[from] StoreError),
 }
 
+/// Who writes, where, under which operator settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    /// config-defaults.
+    pub defaults: &'a DefaultsConfig,
+    /// The PodSpec fields config-features allows.
+    pub features: &'a PodSpecFeatures,
+    /// The user the creator and last-modifier annotations name.
+    pub user: &'a str,
+    /// Where the object runs.
+    pub platform: Platform,
+}
+
 /// Admits `obj` and stores it: created, replaced (`configured`, or `unchanged` when nothing
 /// changed) or, with `dry_run`, only admitted (`validated`). Returns the action and the
 /// object as stored.
@@ -31,9 +45,7 @@ pub async fn write<S: Store>(
     obj: Object,
     create_only: bool,
     dry_run: bool,
-    defaults: &DefaultsConfig,
-    user: &str,
-    platform: Platform,
+    writer: Writer<'_>,
 ) -> Result<(&'static str, Object), WriteError> {
     let kind = obj.kind();
     let existing = store.get(kind, obj.namespace(), obj.name()).await?;
@@ -45,8 +57,15 @@ pub async fn write<S: Store>(
             obj.namespace()
         )));
     }
-    let mut admitted =
-        admit(obj, existing.as_ref(), defaults, user, platform).map_err(WriteError::Invalid)?;
+    let mut admitted = admit_with(
+        obj,
+        existing.as_ref(),
+        writer.defaults,
+        writer.features,
+        writer.user,
+        writer.platform,
+    )
+    .map_err(WriteError::Invalid)?;
     if dry_run {
         return Ok(("validated", admitted));
     }

@@ -23,6 +23,9 @@ pub struct WorkloadSpec {
     /// The serving container as the revision declares it: a cluster runs it as a pod's
     /// container, the local platform runs its command, args, literal env and working dir.
     pub container: sluice_api::template::Container,
+    /// The revision's whole spec: a cluster makes the pod from it (sidecars, init
+    /// containers, volumes, pod fields).
+    pub pod: sluice_api::RevisionSpec,
     /// Replicas wanted.
     pub replicas: u32,
     /// containerConcurrency (0 = unlimited).

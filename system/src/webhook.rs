@@ -403,7 +403,13 @@ fn decide(
             }
         }
         Hook::Validation => {
-            match admission::validate(&obj, old.as_ref(), &configs.defaults, Platform::Kubernetes) {
+            match admission::validate_with(
+                &obj,
+                old.as_ref(),
+                &configs.defaults,
+                &configs.features.pod_spec,
+                Platform::Kubernetes,
+            ) {
                 Ok(()) => resp,
                 Err(invalid) => resp.deny(invalid.to_string()),
             }

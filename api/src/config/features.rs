@@ -7,6 +7,9 @@ use super::{ConfigData, ConfigError, Reader};
 pub struct FeaturesConfig {
     /// `tag-header-based-routing` (Disabled): route by the `Knative-Serving-Tag` header.
     pub tag_header_based_routing: bool,
+    /// The `kubernetes.podspec-*` and `multi-container*` flags: which PodSpec fields
+    /// admission accepts.
+    pub pod_spec: crate::validation::PodSpecFeatures,
 }
 
 impl FeaturesConfig {
@@ -26,6 +29,7 @@ impl FeaturesConfig {
         };
         Ok(Self {
             tag_header_based_routing: flag("tag-header-based-routing")?,
+            pod_spec: crate::validation::PodSpecFeatures::parse(data)?,
         })
     }
 }
