@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, GRPCAction, HTTPGetAction,
-    HTTPHeader, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, TCPSocketAction,
+    HTTPHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -286,6 +286,20 @@ impl KubeWorkloads {
             env.extend(knative_env.iter().cloned());
             c.termination_message_policy
                 .get_or_insert_with(|| "FallbackToLogsOnError".into());
+            // Knative's drain: the kubelet sends SIGTERM to a user container only once its
+            // queue-proxy has answered every request it took (`/wait-for-drain` returns when
+            // draining is done), so a scale-down or delete loses no request.
+            c.lifecycle = Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    http_get: Some(HTTPGetAction {
+                        path: Some("/wait-for-drain".into()),
+                        port: IntOrString::Int(i32::from(QUEUE_METRICS_PORT)),
+                        ..HTTPGetAction::default()
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                ..Lifecycle::default()
+            });
             containers.push(c);
         }
         let init_many = revision.init_containers.len() > 1;
@@ -713,6 +727,38 @@ mod tests {
             assert_eq!(pod.containers[0].name, "user-container", "name {name:?}");
             assert_eq!(pod.containers[1].name, "queue-proxy");
         }
+    }
+
+    #[tokio::test]
+    async fn user_containers_stop_only_once_their_queue_proxy_has_drained() {
+        let d = workloads()
+            .deployment(&spec(ApiContainer {
+                image: Some("example.com/app:1".into()),
+                ..ApiContainer::default()
+            }))
+            .unwrap();
+        let pod = d.spec.template.spec.unwrap();
+        let hook = pod.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|p| p.http_get.as_ref())
+            .expect("a preStop httpGet on the user container");
+        assert_eq!(hook.path.as_deref(), Some("/wait-for-drain"));
+        let admin = pod.containers[1]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == sluice_api::contract::env::ADMIN_PORT)
+            .and_then(|e| e.value.clone());
+        assert_eq!(
+            Some(hook.port.clone()),
+            admin.map(|p| IntOrString::Int(p.parse().unwrap()))
+        );
+        assert!(
+            pod.containers[1].lifecycle.is_none(),
+            "the queue-proxy drains on SIGTERM"
+        );
     }
 
     fn workloads() -> KubeWorkloads {

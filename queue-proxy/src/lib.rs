@@ -53,6 +53,9 @@ struct State {
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
     draining: Arc<AtomicBool>,
+    /// True once draining has finished: `/wait-for-drain` (the user containers' preStop
+    /// hook) answers then, so the user process gets SIGTERM only after its last request.
+    drained: tokio::sync::watch::Sender<bool>,
     started: std::time::Instant,
     last_request_ms: AtomicU64,
 }
@@ -92,7 +95,8 @@ impl State {
     }
 }
 
-/// The admin port: `/metrics`, `/healthz`, `/readyz`.
+/// The admin port: `/metrics`, `/healthz`, `/readyz`, and `/wait-for-drain` (answered in
+/// [`run`]).
 fn answer_admin(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
@@ -135,6 +139,7 @@ pub async fn run(
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
         draining: Arc::new(AtomicBool::new(false)),
+        drained: tokio::sync::watch::Sender::new(false),
         started: std::time::Instant::now(),
         last_request_ms: AtomicU64::new(0),
     });
@@ -157,8 +162,18 @@ pub async fn run(
         let state = state.clone();
         let acceptor = Acceptor::new(admin_listener, ADMIN_CONNECTIONS, "queue-proxy admin");
         tokio::spawn(admin::serve(acceptor, move |req| {
+            // Knative's preStop contract: block until this queue-proxy has drained.
+            let wait = (req.uri().path() == "/wait-for-drain").then(|| state.drained.subscribe());
             let answer = answer_admin(&state, &req);
-            async move { answer }
+            async move {
+                match wait {
+                    Some(mut drained) => {
+                        let _ = drained.wait_for(|d| *d).await;
+                        admin::text(StatusCode::OK, "drained")
+                    }
+                    None => answer,
+                }
+            }
         }))
     };
 
@@ -203,6 +218,14 @@ pub async fn run(
     })
     .await;
     conns.abort_all();
+    // Release the preStop hooks waiting on the admin port before it closes.
+    // Their answers are written by the admin connections' own tasks: give those a moment.
+    let waiting = state.drained.receiver_count() > 0;
+    state.drained.send_replace(true);
+    if waiting {
+        let _ = tokio::time::timeout(Duration::from_millis(500), state.drained.closed()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     prober.abort();
     ticker.abort();
     admin_task.abort();

@@ -175,6 +175,26 @@ async fn revision_timeout_answers_504() {
 }
 
 #[tokio::test]
+async fn the_prestop_hook_returns_once_draining_is_done() {
+    let mut qp = queue_proxy(upstream().await, &[]).await;
+    let hook = tokio::spawn(get(qp.admin, "/wait-for-drain", &[]));
+    let slow = tokio::spawn(get(qp.addr, "/?ms=300", &[]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !hook.is_finished(),
+        "the hook waits while the queue-proxy serves"
+    );
+    qp.stop.take().unwrap().send(()).unwrap();
+    let (status, body) = hook.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "drained"));
+    assert!(
+        slow.is_finished(),
+        "the in-flight request was answered first"
+    );
+    assert_eq!(slow.await.unwrap().0, 200);
+}
+
+#[tokio::test]
 async fn drain_finishes_in_flight_requests_then_exits() {
     let mut qp = queue_proxy(upstream().await, &[]).await;
     let slow = tokio::spawn(get(qp.addr, "/?ms=300", &[]));

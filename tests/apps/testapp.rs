@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn main() {
+    exit_on_sigterm();
     let mode = std::env::args().nth(1).unwrap_or_else(|| "env".into());
     let port = std::env::var("PORT").expect("PORT is set by the platform");
     let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a number")))
@@ -23,6 +24,25 @@ fn main() {
         let (mode, active) = (mode.clone(), active.clone());
         std::thread::spawn(move || serve(stream, &mode, &active));
     }
+}
+
+/// Exits on SIGTERM, as Knative's test images do: as a container's first process it would
+/// otherwise ignore the signal (the kernel gives PID 1 no default action) and hold its pod for
+/// the whole grace period. The platform sends it only once the queue-proxy has drained.
+fn exit_on_sigterm() {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a signal runtime");
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            term.recv().await;
+        });
+        std::process::exit(0);
+    });
 }
 
 fn serve(stream: TcpStream, mode: &str, active: &AtomicUsize) {
