@@ -44,12 +44,14 @@ pub fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
         || name.len() > 253
         || name.split('.').any(|l| check_dns1123_label(l).is_err())
     {
-        return Err(format!(
-            "invalid value {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
-        ));
+        return Err(DNS1123_SUBDOMAIN_RULE.to_owned());
     }
     Ok(())
 }
+
+/// What a DNS-1123 subdomain must be, in Kubernetes' words (apimachinery's
+/// `IsDNS1123Subdomain`, which Knative's errors quote).
+pub const DNS1123_SUBDOMAIN_RULE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 /// Knative's `kmeta.ChildName`: `parent + suffix`, with the parent shortened and an md5 of it
 /// inserted when the result would exceed 63 characters.

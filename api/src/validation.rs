@@ -20,6 +20,8 @@ pub struct FieldError {
     pub path: String,
     /// What is wrong, and the fix when it is not obvious.
     pub message: String,
+    /// More on what would be valid, on a line of its own (Knative's `Details`).
+    pub details: Option<String>,
 }
 
 impl FieldError {
@@ -28,13 +30,31 @@ impl FieldError {
         Self {
             path: path.into(),
             message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Knative's `ErrInvalidValue`: `value` at `path` breaks `rule`. Shown as Knative shows it,
+    /// `invalid value: VALUE: PATH` then the rule on the next line, which clients match on.
+    pub fn invalid_value(
+        path: impl Into<String>,
+        value: impl fmt::Display,
+        rule: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            message: format!("invalid value: {value}"),
+            details: Some(rule.into()),
         }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        match &self.details {
+            None => write!(f, "{}: {}", self.path, self.message),
+            Some(details) => write!(f, "{}: {}\n{details}", self.message, self.path),
+        }
     }
 }
 
@@ -532,9 +552,13 @@ pub(crate) fn revision_spec_with(
         );
     }
     if let Some(sa) = &spec.service_account_name
-        && let Err(msg) = names::check_dns1123_subdomain(sa)
+        && let Err(rule) = names::check_dns1123_subdomain(sa)
     {
-        errs.push(format!("{path}.serviceAccountName"), msg);
+        errs.0.push(FieldError::invalid_value(
+            format!("{path}.serviceAccountName"),
+            sa,
+            rule,
+        ));
     }
 }
 
@@ -1535,9 +1559,13 @@ pub(crate) fn traffic(errs: &mut Errors, path: &str, targets: &[TrafficTarget], 
             _ => {}
         }
         if let Some(rev) = &t.revision_name
-            && let Err(msg) = names::check_dns1123_subdomain(rev)
+            && let Err(rule) = names::check_dns1123_subdomain(rev)
         {
-            errs.push(format!("{tp}.revisionName"), msg);
+            errs.0.push(FieldError::invalid_value(
+                format!("{tp}.revisionName"),
+                rev,
+                rule,
+            ));
         }
         match (t.latest_revision, &t.revision_name) {
             (Some(true), Some(rev)) => errs.push(
@@ -1885,5 +1913,29 @@ mod tests {
         );
         let gated = service(&format!("{APP}      nodeSelector: {{disk: ssd}}\n"));
         assert!(gated.validate(&DefaultsConfig::default()).is_err());
+    }
+
+    #[test]
+    fn an_invalid_service_account_reads_as_knatives_error() {
+        let mut errs = Errors::default();
+        let spec = RevisionSpec {
+            service_account_name: Some("foo@bar.baz".into()),
+            containers: vec![Container::default()],
+            ..RevisionSpec::default()
+        };
+        revision_spec_with(
+            &mut errs,
+            "spec.template.spec",
+            &spec,
+            &DefaultsConfig::default(),
+            &PodSpecFeatures::default(),
+        );
+        let text = errs
+            .into_result("Service default/s".into())
+            .unwrap_err()
+            .to_string();
+        // What Knative's TestServiceAccountValidation looks for, verbatim.
+        let want = "foo@bar.baz: spec.template.spec.serviceAccountName\na lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+        assert!(text.contains(want), "{text}");
     }
 }
