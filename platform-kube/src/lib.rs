@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod endpoints;
 pub mod lease;
+pub mod route_services;
 pub mod store;
 pub mod workloads;
 

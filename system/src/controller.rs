@@ -51,6 +51,10 @@ pub struct ControllerArgs {
     /// leader gives up after 2/3 of it without one).
     #[arg(long, default_value_t = 15)]
     pub lease_seconds: u64,
+    /// Where each Route's placeholder Service points (ExternalName): the front door's
+    /// Service (default `sluice-activator.SYSTEM_NAMESPACE.svc.cluster.local`).
+    #[arg(long, env = "SLUICE_INGRESS_HOST")]
+    pub ingress_host: Option<String>,
     /// The admission webhooks (every candidate serves them, leader or not).
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,
@@ -193,7 +197,7 @@ pub async fn run(
     let store = Arc::new(KubeStore::new(client.clone()));
     store.watch();
     let workloads = Arc::new(KubeWorkloads::new(
-        client,
+        client.clone(),
         KubeWorkloadsConfig {
             queue_proxy_image: args.queue_proxy_image,
         },
@@ -211,6 +215,17 @@ pub async fn run(
     // The activators build their own snapshots from the cluster; this one is unused.
     let (routing, _) = watch::channel(Arc::new(RoutingSnapshot::default()));
     let controller = Controller::new(store, workloads, autoscaler, settings, routing, clock);
+    let ingress = args.ingress_host.clone().unwrap_or_else(|| {
+        format!(
+            "sluice-activator.{}.svc.cluster.local",
+            args.system_namespace
+        )
+    });
+    let placeholders = tokio::spawn(sluice_platform_kube::route_services::run(
+        client.clone(),
+        ingress,
+        stopped(stop_rx.clone()),
+    ));
     let reconciling = tokio::spawn(controller.run(stopped(stop_rx)));
     tracing::info!(%identity, "Controller and autoscaler running.");
 
@@ -222,6 +237,7 @@ pub async fn run(
     stop_tx.send_replace(true);
     let _ = reconciling.await;
     let _ = scaling.await;
+    let _ = placeholders.await;
     if lost {
         anyhow::bail!("lost the {LEASE_NAME} lease; exiting so a new leader can take over");
     }
