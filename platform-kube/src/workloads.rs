@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, GRPCAction, HTTPGetAction,
-    HTTPHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, TCPSocketAction,
+    HTTPHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -63,6 +63,88 @@ struct Observed {
     /// Revisions whose Deployment cannot be made or was refused by the API server, and why:
     /// reported as the revision's failure until a later ensure succeeds.
     refused: HashMap<RevisionKey, ReplicaFailure>,
+    /// Why each failing pod of a revision fails (keyed by pod name), from its container
+    /// statuses: a crash, an image that cannot be pulled, a container that cannot be made.
+    pods: HashMap<RevisionKey, BTreeMap<String, ReplicaFailure>>,
+    /// Deployments that gave up progressing (`ProgressDeadlineExceeded`), and what they said.
+    stalled: HashMap<RevisionKey, ReplicaFailure>,
+}
+
+/// Waiting reasons that mean the container will not start without a change (Knative reports
+/// these on the revision).
+const FATAL_WAITING: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Why `pod` fails, as Knative words it: a user container that exited non-zero
+/// (`ExitCodeN`, "Container failed with: ..." and its termination message, which is the tail
+/// of its log under FallbackToLogsOnError), or one that cannot start (the kubelet's reason,
+/// e.g. `ImagePullBackOff`, and its message). The queue-proxy's own state is not the user's.
+pub fn pod_failure(pod: &Pod) -> Option<ReplicaFailure> {
+    let status = pod.status.as_ref()?;
+    let statuses = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter(|c| c.name != "queue-proxy");
+    for c in statuses {
+        let state = c.state.as_ref();
+        if let Some(w) = state.and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = w.reason.as_deref()
+            && FATAL_WAITING.contains(&reason)
+        {
+            return Some(ReplicaFailure {
+                reason: reason.to_owned(),
+                message: w.message.clone().unwrap_or_else(|| reason.to_owned()),
+            });
+        }
+        let terminated = state
+            .and_then(|s| s.terminated.as_ref())
+            .or_else(|| c.last_state.as_ref()?.terminated.as_ref());
+        if let Some(t) = terminated
+            && t.exit_code != 0
+        {
+            let why = t
+                .message
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .or(t.reason.as_deref())
+                .unwrap_or("no message");
+            return Some(ReplicaFailure {
+                reason: format!("ExitCode{}", t.exit_code),
+                message: format!("Container failed with: {why}"),
+            });
+        }
+    }
+    None
+}
+
+/// A Deployment that stopped progressing: Knative's `ProgressDeadlineExceeded`.
+fn stalled(d: &Deployment) -> Option<ReplicaFailure> {
+    d.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.status.as_deref() == Some("False")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| ReplicaFailure {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: c
+                .message
+                .clone()
+                .unwrap_or_else(|| "Initial scale was never achieved".into()),
+        })
 }
 
 /// The failure a refused Deployment reports: the API server's reason (`Invalid`, say) as
@@ -89,12 +171,14 @@ fn refusal(spec: &WorkloadSpec, error: &WorkloadError) -> Option<ReplicaFailure>
 
 /// The Deployment's name for a revision.
 pub fn deployment_name(revision: &str) -> String {
-    format!("{revision}-deployment")
+    sluice_api::names::child_name(revision, "-deployment")
 }
 
-/// The name of the Service that selects a revision's pods.
+/// The name of the Service that selects a revision's pods. Like every child name it is
+/// Knative's `kmeta.ChildName`: a revision name near the 63-character limit gets a shortened
+/// name with a hash, since a Service name is a DNS label.
 pub fn private_service_name(revision: &str) -> String {
-    format!("{revision}-private")
+    sluice_api::names::child_name(revision, "-private")
 }
 
 impl KubeWorkloads {
@@ -123,6 +207,18 @@ impl KubeWorkloads {
                 }
             }
         });
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let this = self.clone();
+        let config = selector.clone();
+        tokio::spawn(async move {
+            let mut events = watcher(pods, config).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(e) => this.on_pod(e),
+                    Err(error) => tracing::warn!(%error, "Pod watch failed; retrying."),
+                }
+            }
+        });
         let slices: Api<EndpointSlice> = Api::all(self.client.clone());
         let this = self.clone();
         tokio::spawn(async move {
@@ -146,12 +242,17 @@ impl KubeWorkloads {
             watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
                 if let Some(key) = key_of(&d.metadata) {
                     let replicas = d.spec.replicas.unwrap_or(1);
+                    match stalled(&d) {
+                        Some(f) => o.stalled.insert(key.clone(), f),
+                        None => o.stalled.remove(&key),
+                    };
                     o.desired
                         .insert(key, u32::try_from(replicas).unwrap_or_default());
                 }
             }
             watcher::Event::Delete(d) => {
                 if let Some(key) = key_of(&d.metadata) {
+                    o.stalled.remove(&key);
                     o.desired.remove(&key);
                 }
             }
@@ -159,6 +260,31 @@ impl KubeWorkloads {
         }
         drop(o);
         self.changed();
+    }
+
+    fn on_pod(&self, event: watcher::Event<Pod>) {
+        let (pod, gone) = match event {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+            watcher::Event::Delete(p) => (p, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let (Some(key), Some(name)) = (key_of(&pod.metadata), pod.metadata.name.clone()) else {
+            return;
+        };
+        let failure = if gone { None } else { pod_failure(&pod) };
+        let mut o = self.observed.lock().expect("observed lock");
+        let pods = o.pods.entry(key.clone()).or_default();
+        let changed = match failure {
+            Some(f) => pods.insert(name, f.clone()) != Some(f),
+            None => pods.remove(&name).is_some(),
+        };
+        if pods.is_empty() {
+            o.pods.remove(&key);
+        }
+        drop(o);
+        if changed {
+            self.changed();
+        }
     }
 
     fn on_slice(&self, event: watcher::Event<EndpointSlice>) {
@@ -663,7 +789,12 @@ impl Workloads for KubeWorkloads {
             desired,
             endpoints: endpoints.iter().map(|e| e.0).collect(),
             metrics: endpoints.iter().map(|e| e.1).collect(),
-            failure: o.refused.get(key).cloned(),
+            failure: o
+                .refused
+                .get(key)
+                .or_else(|| o.pods.get(key).and_then(|p| p.values().next()))
+                .or_else(|| o.stalled.get(key))
+                .cloned(),
         })
     }
 
@@ -727,6 +858,57 @@ mod tests {
             assert_eq!(pod.containers[0].name, "user-container", "name {name:?}");
             assert_eq!(pod.containers[1].name, "queue-proxy");
         }
+    }
+
+    fn pod_with(statuses: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"serving.knative.dev/revision": "r"}},
+            "status": {"containerStatuses": statuses}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_crashing_or_unpullable_user_container_is_a_failure_in_knatives_words() {
+        let crashed = pod_with(serde_json::json!([
+            {"name": "user-container", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"exitCode": 5, "reason": "Error", "message": "no database\n"}}},
+            {"name": "queue-proxy", "image": "q", "imageID": "", "ready": false, "restartCount": 0}
+        ]));
+        assert_eq!(
+            pod_failure(&crashed),
+            Some(ReplicaFailure {
+                reason: "ExitCode5".into(),
+                message: "Container failed with: no database".into()
+            })
+        );
+        let unpullable = pod_with(serde_json::json!([
+            {"name": "user-container", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"i\""}}}
+        ]));
+        assert_eq!(pod_failure(&unpullable).unwrap().reason, "ImagePullBackOff");
+        let starting = pod_with(serde_json::json!([
+            {"name": "user-container", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"waiting": {"reason": "ContainerCreating"}}},
+            {"name": "queue-proxy", "image": "q", "imageID": "", "ready": false, "restartCount": 1,
+             "lastState": {"terminated": {"exitCode": 1}}}
+        ]));
+        assert_eq!(
+            pod_failure(&starting),
+            None,
+            "starting, and the queue-proxy's own restarts are not the user's"
+        );
+    }
+
+    #[test]
+    fn child_names_of_long_revisions_stay_dns_labels() {
+        let long = "probe-runtime-after-startup-period-second-hsaqtpdj-00001";
+        for name in [private_service_name(long), deployment_name(long)] {
+            assert!(name.len() <= 63, "{name}");
+        }
+        assert_eq!(private_service_name("hello-00001"), "hello-00001-private");
+        assert_eq!(deployment_name("hello-00001"), "hello-00001-deployment");
     }
 
     #[tokio::test]
