@@ -169,13 +169,17 @@ fn kn_drives_sluice_as_it_drives_knative() {
         "-o",
         "yaml",
     ]);
+    // kn exports the Service (whose template is the latest revision) and the other revisions
+    // its traffic names, as it does on Knative.
+    assert!(export.contains("kind: Export"), "{export}");
+    assert!(export.contains("name: kn-hello-00001"), "{export}");
     assert!(
-        export.contains("kind: Export") || export.contains("kind: List"),
+        export.contains("revisionName: kn-hello-00001") && export.contains("tag: old"),
         "{export}"
     );
     assert!(
-        export.contains("kn-hello-00001") && export.contains("kn-hello-00002"),
-        "{export}"
+        export.contains("value: v2"),
+        "the template is the latest: {export}"
     );
 
     // --filename with Knative's own sample shape (no traffic, no container name), then apply.
