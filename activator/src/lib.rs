@@ -302,11 +302,7 @@ async fn exchange(
             }
         }
     };
-    let deadlines = Deadlines {
-        head: deadline,
-        end: deadline,
-        idle: None,
-    };
+    let deadlines = Deadlines::response_start(deadline, None);
     let relayed = sluice_relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
     drop(load);
     match relayed {

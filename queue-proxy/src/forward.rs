@@ -95,14 +95,13 @@ async fn exchange(
             }
         },
     };
-    let deadlines = Deadlines {
-        head: match state.cfg.response_start_timeout {
+    let deadlines = Deadlines::response_start(
+        match state.cfg.response_start_timeout {
             Some(rs) => deadline.min(Instant::now() + rs),
             None => deadline,
         },
-        end: deadline,
-        idle: state.cfg.idle_timeout,
-    };
+        state.cfg.idle_timeout,
+    );
     let up =
         state.upstream.take(state.user_addr).await.map_err(|_| {
             Failed::Answer(502, "error reaching the user process: connection refused")

@@ -12,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// An upstream that answers `overlap` with 500 if another request is in flight, and sleeps
-/// `?ms=N` milliseconds before answering.
+/// An upstream that answers `overlap` with 500 if another request is in flight, sleeps
+/// `?ms=N` milliseconds before answering, and with `?after=N` sends its head at once and its
+/// body N milliseconds later.
 async fn upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -51,11 +52,27 @@ async fn upstream() -> SocketAddr {
                     } else {
                         ("200 OK", forwarded)
                     };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                    let after: Option<u64> = head
+                        .split("after=")
+                        .nth(1)
+                        .and_then(|r| r.split(' ').next())
+                        .and_then(|v| v.parse().ok());
+                    let body = if after.is_some() {
+                        "late body".to_owned()
+                    } else {
+                        body
+                    };
+                    let resp_head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n",
                         body.len()
                     );
-                    if stream.write_all(resp.as_bytes()).await.is_err() {
+                    if stream.write_all(resp_head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if let Some(ms) = after {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    if stream.write_all(body.as_bytes()).await.is_err() {
                         return;
                     }
                 }
@@ -192,6 +209,15 @@ async fn the_prestop_hook_returns_once_draining_is_done() {
         "the in-flight request was answered first"
     );
     assert_eq!(slow.await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn a_response_that_started_in_time_is_not_cut_by_the_revision_timeout() {
+    // Knative's timeoutSeconds bounds the wait for the response to start; once it has, the
+    // body streams to its end (idleTimeoutSeconds bounds silences).
+    let qp = queue_proxy(upstream().await, &[("REVISION_TIMEOUT_SECONDS", "1")]).await;
+    let (status, body) = get(qp.addr, "/?after=1500", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "late body"));
 }
 
 #[tokio::test]

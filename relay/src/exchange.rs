@@ -29,6 +29,21 @@ pub struct Deadlines {
     pub idle: Option<Duration>,
 }
 
+impl Deadlines {
+    /// Knative's revision timeouts: the response must start by `head`; once it has, it
+    /// streams to its end, bounded only by `idle` between bytes (Knative's queue-proxy and
+    /// activator cut a response only before its first byte).
+    pub fn response_start(head: Instant, idle: Option<Duration>) -> Self {
+        /// Far enough never to come, near enough not to overflow an `Instant`.
+        const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        Self {
+            head,
+            end: head + NEVER,
+            idle,
+        }
+    }
+}
+
 /// Why a relayed exchange stopped early.
 #[derive(Debug)]
 pub enum Failure {
