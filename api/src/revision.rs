@@ -145,6 +145,21 @@ pub struct RevisionStatus {
     /// Replicas wanted now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_replicas: Option<i32>,
+    /// Each user container and the image digest its pods run (kn shows it and
+    /// `--lock-to-digest` pins to it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+}
+
+/// A user container of a revision and the digest of the image it runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// The container's name.
+    pub name: String,
+    /// `REPOSITORY@sha256:...` as the node resolved the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 impl RevisionSpec {

@@ -232,6 +232,7 @@ impl Container {
         self.ports
             .first()
             .and_then(|p| u16::try_from(p.container_port).ok())
+            .filter(|p| *p != 0)
             .unwrap_or(DEFAULT_USER_PORT)
     }
 

@@ -1106,10 +1106,14 @@ fn container(
     }
     for (i, p) in c.ports.iter().enumerate() {
         let pp = format!("{path}.ports[{i}]");
-        if !(1..=65535).contains(&p.container_port) {
+        // 0 is Knative's "unset": the port is 8080 (a port given only to name the protocol).
+        if !(0..=65535).contains(&p.container_port) {
             errs.push(
                 format!("{pp}.containerPort"),
-                format!("{} is not within 1..=65535", p.container_port),
+                format!(
+                    "{} is not within 0..=65535 (0 means 8080)",
+                    p.container_port
+                ),
             );
         } else if RESERVED_PORTS.contains(&p.container_port) {
             errs.push(

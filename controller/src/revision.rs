@@ -164,6 +164,29 @@ pub fn status(
         log_url: None,
         actual_replicas: Some(actual),
         desired_replicas: desired,
+        container_statuses: container_statuses(rev, observed),
+    }
+}
+
+/// The digests the pods run, kept from the last status while no pod reports them (at zero,
+/// say).
+fn container_statuses(
+    rev: &Revision,
+    observed: Option<&WorkloadStatus>,
+) -> Vec<sluice_api::revision::ContainerStatus> {
+    match observed.map(|w| &w.image_digests) {
+        Some(digests) if !digests.is_empty() => digests
+            .iter()
+            .map(|(name, digest)| sluice_api::revision::ContainerStatus {
+                name: name.clone(),
+                image_digest: Some(digest.clone()),
+            })
+            .collect(),
+        _ => rev
+            .status
+            .as_ref()
+            .map(|s| s.container_statuses.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -281,5 +304,32 @@ mod tests {
         let st = status(&rev(), Some(&ok), Some(Activity::Active), t0());
         assert!(condition::is_ready(&st.conditions));
         assert_eq!(st.actual_replicas, Some(1));
+    }
+
+    #[test]
+    fn image_digests_are_reported_and_kept_at_zero() {
+        let mut r = rev();
+        let running = WorkloadStatus {
+            desired: 1,
+            endpoints: vec!["10.0.0.1:8012".parse().unwrap()],
+            metrics: vec!["10.0.0.1:9090".parse().unwrap()],
+            image_digests: vec![("user-container".into(), "dev.local/app@sha256:01".into())],
+            ..WorkloadStatus::default()
+        };
+        let st = status(&r, Some(&running), None, t0());
+        assert_eq!(
+            st.container_statuses[0].image_digest.as_deref(),
+            Some("dev.local/app@sha256:01")
+        );
+        r.status = Some(st);
+        let idle = WorkloadStatus {
+            desired: 0,
+            ..WorkloadStatus::default()
+        };
+        let st = status(&r, Some(&idle), None, t0());
+        assert_eq!(
+            st.container_statuses[0].name, "user-container",
+            "kept with no pods"
+        );
     }
 }

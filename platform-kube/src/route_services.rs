@@ -71,6 +71,22 @@ pub fn placeholder(route: &Route, ingress: &str) -> Option<Service> {
     })
 }
 
+/// Adds to `want` the labels and annotations `existing` has that it lacks.
+fn keep_existing(want: &mut Service, existing: &Service) {
+    let union = |want: &mut Option<BTreeMap<String, String>>,
+                 have: &Option<BTreeMap<String, String>>| {
+        let want = want.get_or_insert_with(BTreeMap::new);
+        for (k, v) in have.iter().flatten() {
+            want.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    };
+    union(&mut want.metadata.labels, &existing.metadata.labels);
+    union(
+        &mut want.metadata.annotations,
+        &existing.metadata.annotations,
+    );
+}
+
 /// Keeps every Route's placeholder Service applied until `stop` resolves: on every change of
 /// a Route, and every five minutes for all of them. Deletion follows the owner reference.
 pub async fn run(client: Client, ingress: String, stop: impl std::future::Future<Output = ()>) {
@@ -90,7 +106,7 @@ pub async fn run(client: Client, ingress: String, stop: impl std::future::Future
             _ = resync.tick() => applied.clear(),
         }
         for route in routes.state() {
-            let Some(want) = placeholder(&route, &ingress) else {
+            let Some(mut want) = placeholder(&route, &ingress) else {
                 continue;
             };
             let ns = want.metadata.namespace.clone().unwrap_or_default();
@@ -100,10 +116,16 @@ pub async fn run(client: Client, ingress: String, stop: impl std::future::Future
                 continue;
             }
             let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+            // As Knative does, labels and annotations only ever join the placeholder: one
+            // removed from the Route stays on its Service.
+            let desired = want.clone();
+            if let Ok(Some(existing)) = services.get_opt(&name).await {
+                keep_existing(&mut want, &existing);
+            }
             let patch = PatchParams::apply(crate::store::FIELD_MANAGER).force();
             match services.patch(&name, &patch, &Patch::Apply(&want)).await {
                 Ok(_) => {
-                    applied.insert(key, want);
+                    applied.insert(key, desired);
                 }
                 Err(error) => {
                     tracing::warn!(route = %format!("{ns}/{name}"), %error, "Cannot apply the Route's Service; retrying.");
@@ -159,6 +181,24 @@ mod tests {
         assert!(
             placeholder(&Route::new("x", Default::default()), "a").is_none(),
             "no uid yet: nothing to own it"
+        );
+        let mut next = placeholder(
+            &Route {
+                metadata: ObjectMeta {
+                    annotations: None,
+                    ..route.metadata.clone()
+                },
+                ..route.clone()
+            },
+            "a",
+        )
+        .unwrap();
+        let before = placeholder(&route, "a").unwrap();
+        keep_existing(&mut next, &before);
+        assert_eq!(
+            next.metadata.annotations.unwrap()["juicy"],
+            "jamba",
+            "a removed annotation stays, as on Knative"
         );
     }
 }

@@ -66,6 +66,8 @@ struct Observed {
     /// Why each failing pod of a revision fails (keyed by pod name), from its container
     /// statuses: a crash, an image that cannot be pulled, a container that cannot be made.
     pods: HashMap<RevisionKey, BTreeMap<String, ReplicaFailure>>,
+    /// The image digests a revision's running pods report, per user container.
+    digests: HashMap<RevisionKey, Vec<(String, String)>>,
     /// Deployments that gave up progressing (`ProgressDeadlineExceeded`), and what they said.
     stalled: HashMap<RevisionKey, ReplicaFailure>,
 }
@@ -124,6 +126,35 @@ pub fn pod_failure(pod: &Pod) -> Option<ReplicaFailure> {
         }
     }
     None
+}
+
+/// The digest each user container of `pod` runs, from its `imageID` (`REPO@sha256:...`), in
+/// the pod's order; empty until every user container has one.
+pub fn image_digests(pod: &Pod) -> Vec<(String, String)> {
+    let Some(statuses) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+    else {
+        return Vec::new();
+    };
+    let user: Vec<_> = statuses
+        .iter()
+        .filter(|c| c.name != "queue-proxy")
+        .collect();
+    let digests: Vec<(String, String)> = user
+        .iter()
+        .filter(|c| c.image_id.contains("@sha256:"))
+        .map(|c| {
+            let id = c.image_id.trim_start_matches("docker-pullable://");
+            (c.name.clone(), id.to_owned())
+        })
+        .collect();
+    if digests.len() == user.len() {
+        digests
+    } else {
+        Vec::new()
+    }
 }
 
 /// A Deployment that stopped progressing: Knative's `ProgressDeadlineExceeded`.
@@ -254,6 +285,7 @@ impl KubeWorkloads {
                 if let Some(key) = key_of(&d.metadata) {
                     o.stalled.remove(&key);
                     o.desired.remove(&key);
+                    o.digests.remove(&key);
                 }
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
@@ -272,7 +304,16 @@ impl KubeWorkloads {
             return;
         };
         let failure = if gone { None } else { pod_failure(&pod) };
+        let digests = if gone {
+            Vec::new()
+        } else {
+            image_digests(&pod)
+        };
         let mut o = self.observed.lock().expect("observed lock");
+        let new_digests = !digests.is_empty() && o.digests.get(&key) != Some(&digests);
+        if new_digests {
+            o.digests.insert(key.clone(), digests);
+        }
         let pods = o.pods.entry(key.clone()).or_default();
         let changed = match failure {
             Some(f) => pods.insert(name, f.clone()) != Some(f),
@@ -282,7 +323,7 @@ impl KubeWorkloads {
             o.pods.remove(&key);
         }
         drop(o);
-        if changed {
+        if changed || new_digests {
             self.changed();
         }
     }
@@ -795,6 +836,7 @@ impl Workloads for KubeWorkloads {
                 .or_else(|| o.pods.get(key).and_then(|p| p.values().next()))
                 .or_else(|| o.stalled.get(key))
                 .cloned(),
+            image_digests: o.digests.get(key).cloned().unwrap_or_default(),
         })
     }
 
@@ -899,6 +941,26 @@ mod tests {
             None,
             "starting, and the queue-proxy's own restarts are not the user's"
         );
+    }
+
+    #[test]
+    fn image_digests_come_from_the_user_containers_image_ids() {
+        let running = pod_with(serde_json::json!([
+            {"name": "user-container", "image": "dev.local/app:1", "ready": true, "restartCount": 0,
+             "imageID": "dev.local/app@sha256:0123"},
+            {"name": "queue-proxy", "image": "q", "ready": true, "restartCount": 0, "imageID": "q@sha256:9"}
+        ]));
+        assert_eq!(
+            image_digests(&running),
+            [(
+                "user-container".to_owned(),
+                "dev.local/app@sha256:0123".to_owned()
+            )]
+        );
+        let pulling = pod_with(serde_json::json!([
+            {"name": "user-container", "image": "dev.local/app:1", "ready": false, "restartCount": 0, "imageID": ""}
+        ]));
+        assert!(image_digests(&pulling).is_empty());
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct WorkloadStatus {
     pub metrics: Vec<SocketAddr>,
     /// Why replicas are failing, while none is ready.
     pub failure: Option<ReplicaFailure>,
+    /// The image digest each user container runs (container name to `REPO@sha256:...`), as
+    /// the platform resolved it; empty where images are not pulled.
+    pub image_digests: Vec<(String, String)>,
 }
 
 /// Why a revision's replicas fail.

@@ -63,7 +63,7 @@ impl Workloads for InstantWorkloads {
             desired: spec.replicas,
             metrics: endpoints.clone(),
             endpoints,
-            failure: None,
+            ..WorkloadStatus::default()
         })
     }
 
