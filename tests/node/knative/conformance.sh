@@ -54,6 +54,7 @@ endpoint="${SLUICE_INGRESS_ENDPOINT:-${SLUICE_NODE_IP:-10.88.0.1}}"
 export GATEWAY_OVERRIDE="${GATEWAY_OVERRIDE:-sluice-activator}"
 export GATEWAY_NAMESPACE_OVERRIDE="${GATEWAY_NAMESPACE_OVERRIDE:-sluice-system}"
 allow="${SLUICE_NOT_APPLICABLE:-$here/not-applicable.txt}"
+known="${SLUICE_KNOWN_FAILURES:-$here/known-failures.txt}"
 kubectl="${SLUICE_KUBECTL:-}"
 if [[ -z "$kubectl" ]]; then
     if [[ -x "${SLUICE_KUBE_BIN:-}/kubectl" ]]; then kubectl="$SLUICE_KUBE_BIN/kubectl"; else kubectl=kubectl; fi
@@ -180,6 +181,17 @@ if [[ -f "$allow" ]]; then
         allowed[$name]="${reason:-not applicable}"
     done <"$allow"
 fi
+# Known failures: tests that apply and fail today, each with what Sluice lacks. They do not
+# fail the run (so main stays green while they are worked on); one that passes is reported,
+# to be taken off the list.
+declare -A known_failing
+if [[ -f "$known" ]]; then
+    while read -r name reason; do
+        [[ -z "$name" || "$name" == \#* ]] && continue
+        known_failing[$name]="${reason:-known failure}"
+    done <"$known"
+fi
+fixed=()
 table="$(mktemp)"
 unexcused=0
 for entry in "${tests[@]}"; do
@@ -205,12 +217,17 @@ for entry in "${tests[@]}"; do
         note=""
         if [[ "$result" == fail && -n "${allowed[$tname]:-}" ]]; then
             note="not applicable: ${allowed[$tname]}"
+        elif [[ "$result" == fail && -n "${known_failing[$tname]:-}" ]]; then
+            note="known failure: ${known_failing[$tname]}"
+        elif [[ "$result" == pass && -n "${known_failing[$tname]:-}" ]]; then
+            note="passes now: take it off $(basename "$known")"
         elif [[ "$result" == fail && "$tname" == "$name" ]] && ((excused_subs)); then
             note="not applicable: its failed subtests are"
         fi
         printf '%-7s %-60s %-4s %7.1f %s\n' "$suite" "$tname" "${result^^}" "$secs" "$note" >>"$table"
     done <<<"$sorted"
-    if [[ "$top" == fail && -z "${allowed[$name]:-}" ]] && ((!excused_subs)); then
+    [[ "$top" == pass && -n "${known_failing[$name]:-}" ]] && fixed+=("$name")
+    if [[ "$top" == fail && -z "${allowed[$name]:-}" && -z "${known_failing[$name]:-}" ]] && ((!excused_subs)); then
         unexcused=$((unexcused + 1))
         echo "$name" >>"$table.unexcused"
     fi
@@ -222,7 +239,8 @@ done
     pass=$(awk '$2 !~ /\// && $3 == "PASS"' "$table" | wc -l)
     fail=$(awk '$2 !~ /\// && $3 == "FAIL"' "$table" | wc -l)
     skip=$(awk '$2 !~ /\// && $3 == "SKIP"' "$table" | wc -l)
-    echo "# top-level tests: ${#tests[@]}: $pass passed, $fail failed ($unexcused not on $(basename "$allow")), $skip skipped"
+    echo "# top-level tests: ${#tests[@]}: $pass passed, $fail failed ($unexcused neither on $(basename "$allow") nor on $(basename "$known")), $skip skipped"
+    ((${#fixed[@]} == 0)) || echo "# known failures that pass now (take them off $(basename "$known")): ${fixed[*]}"
     [[ -f "$table.unexcused" ]] && echo "# failed and not excused: $(tr '\n' ' ' <"$table.unexcused")"
 } >"$results"
 rm -f "$table" "$table.notes" "$table.unexcused"
