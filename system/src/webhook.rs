@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
@@ -272,51 +272,65 @@ fn tls_config(certs: &Certs) -> anyhow::Result<Arc<rustls::ServerConfig>> {
 /// configuration is reported: without it the API server never calls the webhook.
 async fn publish_ca(client: &kube::Client, ca: &str) {
     let bundle = ByteString(ca.as_bytes().to_vec());
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    match mutating.get_opt(DEFAULTING).await {
+    publish_to(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        DEFAULTING,
+        &bundle,
+        |cfg| {
+            cfg.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        },
+    )
+    .await;
+    publish_to(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        VALIDATION,
+        &bundle,
+        |cfg| {
+            cfg.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|h| &mut h.client_config)
+                .collect()
+        },
+    )
+    .await;
+}
+
+/// Writes `bundle` into the client configs `hooks` finds in the webhook configuration
+/// `name`, replacing it only when one differed.
+async fn publish_to<K>(
+    api: Api<K>,
+    name: &str,
+    bundle: &ByteString,
+    hooks: impl for<'a> Fn(&'a mut K) -> Vec<&'a mut WebhookClientConfig>,
+) where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
         Ok(Some(mut cfg)) => {
             let mut changed = false;
-            for hook in cfg.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
+            for config in hooks(&mut cfg) {
+                if config.ca_bundle.as_ref() != Some(bundle) {
+                    config.ca_bundle = Some(bundle.clone());
                     changed = true;
                 }
             }
-            if changed
-                && let Err(error) = mutating
-                    .replace(DEFAULTING, &PostParams::default(), &cfg)
-                    .await
-            {
-                tracing::warn!(%error, "Cannot write the caBundle of {DEFAULTING}; retrying.");
+            if changed && let Err(error) = api.replace(name, &PostParams::default(), &cfg).await {
+                tracing::warn!(%error, "Cannot write the caBundle of {name}; retrying.");
             }
         }
         Ok(None) => tracing::warn!(
-            "MutatingWebhookConfiguration {DEFAULTING} is missing: objects are not defaulted on admission (apply config/)."
+            "Webhook configuration {name} is missing: admission does not run (apply config/)."
         ),
-        Err(error) => tracing::warn!(%error, "Cannot read {DEFAULTING}; retrying."),
-    }
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    match validating.get_opt(VALIDATION).await {
-        Ok(Some(mut cfg)) => {
-            let mut changed = false;
-            for hook in cfg.webhooks.iter_mut().flatten() {
-                if hook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-                    hook.client_config.ca_bundle = Some(bundle.clone());
-                    changed = true;
-                }
-            }
-            if changed
-                && let Err(error) = validating
-                    .replace(VALIDATION, &PostParams::default(), &cfg)
-                    .await
-            {
-                tracing::warn!(%error, "Cannot write the caBundle of {VALIDATION}; retrying.");
-            }
-        }
-        Ok(None) => tracing::warn!(
-            "ValidatingWebhookConfiguration {VALIDATION} is missing: objects are not validated on admission (apply config/)."
-        ),
-        Err(error) => tracing::warn!(%error, "Cannot read {VALIDATION}; retrying."),
+        Err(error) => tracing::warn!(%error, "Cannot read {name}; retrying."),
     }
 }
 
