@@ -5,7 +5,7 @@
 //! and reaches the activator, which routes by that host; and tools that look for the Route's
 //! Service (Knative's conformance tests, dashboards) find it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -105,6 +105,7 @@ pub async fn run(client: Client, ingress: String, stop: impl std::future::Future
             r = changed.changed() => if r.is_err() { return },
             _ = resync.tick() => applied.clear(),
         }
+        let mut live = HashSet::new();
         for route in routes.state() {
             let Some(mut want) = placeholder(&route, &ingress) else {
                 continue;
@@ -112,6 +113,7 @@ pub async fn run(client: Client, ingress: String, stop: impl std::future::Future
             let ns = want.metadata.namespace.clone().unwrap_or_default();
             let name = want.metadata.name.clone().unwrap_or_default();
             let key = (ns.clone(), name.clone());
+            live.insert(key.clone());
             if applied.get(&key) == Some(&want) {
                 continue;
             }
@@ -132,16 +134,6 @@ pub async fn run(client: Client, ingress: String, stop: impl std::future::Future
                 }
             }
         }
-        let live: Vec<_> = routes
-            .state()
-            .iter()
-            .map(|r| {
-                (
-                    r.metadata.namespace.clone().unwrap_or_default(),
-                    r.metadata.name.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
         applied.retain(|k, _| live.contains(k));
     }
 }

@@ -212,6 +212,26 @@ pub fn private_service_name(revision: &str) -> String {
     sluice_api::names::child_name(revision, "-private")
 }
 
+/// Watches every `K` labelled with a revision, handing each event to `on`; a failed watch is
+/// logged and retried with backoff.
+fn follow<K>(client: Client, what: &'static str, on: impl Fn(watcher::Event<K>) + Send + 'static)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client);
+    let config = watcher::Config::default().labels(REVISION_LABEL);
+    tokio::spawn(async move {
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => on(e),
+                Err(error) => tracing::warn!(%error, "{what} watch failed; retrying."),
+            }
+        }
+    });
+}
+
 impl KubeWorkloads {
     /// Workloads on `client`; call [`KubeWorkloads::watch`] to observe the cluster.
     pub fn new(client: Client, cfg: KubeWorkloadsConfig) -> Self {
@@ -223,43 +243,17 @@ impl KubeWorkloads {
         }
     }
 
-    /// Follows Deployments and EndpointSlices of revisions until the process ends.
+    /// Follows Deployments, Pods and EndpointSlices of revisions until the process ends.
     pub fn watch(&self) {
-        let selector = watcher::Config::default().labels(REVISION_LABEL);
-        let deployments: Api<Deployment> = Api::all(self.client.clone());
         let this = self.clone();
-        let config = selector.clone();
-        tokio::spawn(async move {
-            let mut events = watcher(deployments, config).default_backoff().boxed();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(e) => this.on_deployment(e),
-                    Err(error) => tracing::warn!(%error, "Deployment watch failed; retrying."),
-                }
-            }
+        follow(self.client.clone(), "Deployment", move |e| {
+            this.on_deployment(e)
         });
-        let pods: Api<Pod> = Api::all(self.client.clone());
         let this = self.clone();
-        let config = selector.clone();
-        tokio::spawn(async move {
-            let mut events = watcher(pods, config).default_backoff().boxed();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(e) => this.on_pod(e),
-                    Err(error) => tracing::warn!(%error, "Pod watch failed; retrying."),
-                }
-            }
-        });
-        let slices: Api<EndpointSlice> = Api::all(self.client.clone());
+        follow(self.client.clone(), "Pod", move |e| this.on_pod(e));
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut events = watcher(slices, selector).default_backoff().boxed();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(e) => this.on_slice(e),
-                    Err(error) => tracing::warn!(%error, "EndpointSlice watch failed; retrying."),
-                }
-            }
+        follow(self.client.clone(), "EndpointSlice", move |e| {
+            this.on_slice(e)
         });
     }
 
