@@ -8,6 +8,7 @@
 //! Owns the front door. Depends on the seams' routing types only: never on SQLite, kube-rs or
 //! the controllers (the routing snapshot comes from a source it is given).
 
+mod h2;
 pub mod report;
 pub mod source;
 pub mod table;
@@ -84,6 +85,8 @@ impl Default for Options {
 struct State {
     routes: Arc<Routes>,
     pool: Pool,
+    /// HTTP/2 connections to queue-proxies, one per replica, for HTTP/2 clients.
+    h2_pool: sluice_relay::h2::H2Conns,
     options: Options,
 }
 
@@ -182,8 +185,15 @@ async fn serve_connection(
     peer: SocketAddr,
     closing: watch::Receiver<bool>,
 ) {
+    let mut down = Downstream::new(stream, closing.clone(), state.options.limits);
+    match down.sniff().await {
+        None => return,
+        Some(sluice_relay::h2::Protocol::Http2) => {
+            return h2::serve(state, down.into_io(), peer, closing).await;
+        }
+        Some(sluice_relay::h2::Protocol::Http1) => {}
+    }
     let peer_ip = peer.ip().to_string();
-    let mut down = Downstream::new(stream, closing, state.options.limits);
     while let Some(req) = down.next_request(None).await {
         let keep = match exchange(&state, &mut down, &peer_ip, &req).await {
             Ok(keep) => keep && !down.is_closing(),
@@ -207,17 +217,25 @@ fn route(state: &State, down: &Downstream, req: &RequestHead) -> Result<Arc<Revi
             .clone()
             .and_then(|r| std::str::from_utf8(&down.buf[r]).ok())
     };
-    let host = normalize_host(text(&req.host).unwrap_or_default());
+    route_host(state, text(&req.host).unwrap_or_default(), text(&req.tag))
+        .map_err(|(status, text)| Failed::Answer(status, text))
+}
+
+/// Chooses the revision for `host` (a `Host` value) and `tag`; an unrouted host is 404, a
+/// route with nothing ready to send to is 503.
+fn route_host(
+    state: &State,
+    host: &str,
+    tag: Option<&str>,
+) -> Result<Arc<Revision>, (u16, String)> {
+    let host = normalize_host(host);
     let table = state.routes.table();
     let Some(route) = table.host(&host) else {
-        return Err(Failed::Answer(
-            404,
-            format!("no service serves host {host:?}\n"),
-        ));
+        return Err((404, format!("no service serves host {host:?}\n")));
     };
-    let tagged = text(&req.tag).and_then(|tag| route.tagged(tag));
+    let tagged = tag.and_then(|tag| route.tagged(tag));
     tagged.or_else(|| route.choose()).cloned().ok_or_else(|| {
-        Failed::Answer(
+        (
             503,
             format!(
                 "route {} has no ready revision to send {host:?} to\n",
@@ -225,6 +243,22 @@ fn route(state: &State, down: &Downstream, req: &RequestHead) -> Result<Arc<Revi
             ),
         )
     })
+}
+
+/// What a client is told when no replica slot could be had for `key`.
+fn refused(why: &Refused, key: &RevisionKey, started: Instant) -> String {
+    match why {
+        Refused::QueueFull(depth) => format!(
+            "revision {key} is overloaded: {depth} requests are already waiting for a replica\n"
+        ),
+        Refused::Timeout => format!(
+            "revision {key} had no replica free to serve the request within its {}s timeout\n",
+            started.elapsed().as_secs()
+        ),
+        Refused::Unrouted => {
+            format!("revision {key} stopped receiving traffic while the request waited\n")
+        }
+    }
 }
 
 /// One request: route it by host, take a replica slot (holding the request while there is
@@ -254,23 +288,9 @@ async fn exchange(
     // For messages: the revision asked for (an `Arc` clone; its key is not copied).
     let requested = Arc::clone(&rev);
     let key = &requested.key;
-    let (rev, mut addr, mut load) = acquire(state, rev, deadline).await.map_err(|why| {
-        Failed::Answer(
-            503,
-            match why {
-                Refused::QueueFull(depth) => format!(
-                    "revision {key} is overloaded: {depth} requests are already waiting for a replica\n"
-                ),
-                Refused::Timeout => format!(
-                    "revision {key} had no replica free to serve the request within its {}s timeout\n",
-                    started.elapsed().as_secs()
-                ),
-                Refused::Unrouted => {
-                    format!("revision {key} stopped receiving traffic while the request waited\n")
-                }
-            },
-        )
-    })?;
+    let (rev, mut addr, mut load) = acquire(state, rev, deadline)
+        .await
+        .map_err(|why| Failed::Answer(503, refused(&why, key, started)))?;
     // The head for the queue-proxy, written now that the revision is known.
     down.rewrite_head(&Edit::ToRevision {
         peer_ip,
@@ -334,6 +354,7 @@ pub async fn run(
     let state = Arc::new(State {
         routes,
         pool: Pool::new(1000, limits.pool_idle),
+        h2_pool: sluice_relay::h2::H2Conns::new(),
         options,
     });
     // Connections close once idle after `closing` turns true.

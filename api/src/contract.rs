@@ -18,6 +18,9 @@ pub mod env {
     pub const SERVING_PORT: &str = "QUEUE_SERVING_PORT";
     /// Port of the admin (probe, drain, metrics) server.
     pub const ADMIN_PORT: &str = "QUEUE_ADMIN_PORT";
+    /// The protocol the user process serves: `h2c` (cleartext HTTP/2, for a port named
+    /// `h2c`) or `http1` (the default).
+    pub const USER_PROTOCOL: &str = "USER_PROTOCOL";
     /// Address to bind (loopback unless set).
     pub const BIND_ADDRESS: &str = "QUEUE_BIND_ADDRESS";
     /// How long the queue-proxy waits for quiet before it exits when draining.
@@ -79,6 +82,36 @@ pub enum Probe {
     Http(String),
 }
 
+/// The protocol a user process serves, from its port's name as Knative reads it: `h2c` is
+/// cleartext HTTP/2 (with prior knowledge), anything else HTTP/1.1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UserProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// Cleartext HTTP/2.
+    H2c,
+}
+
+impl UserProtocol {
+    /// The protocol a port named `name` serves.
+    pub fn of_port(name: Option<&str>) -> Self {
+        if name == Some("h2c") {
+            Self::H2c
+        } else {
+            Self::Http1
+        }
+    }
+
+    /// Its name in [`env::USER_PROTOCOL`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+        }
+    }
+}
+
 /// One queue-proxy's environment, built the same way by every platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueProxyEnv {
@@ -90,6 +123,8 @@ pub struct QueueProxyEnv {
     pub bind_address: Option<String>,
     /// The user process's port.
     pub user_port: u16,
+    /// The protocol it serves on that port.
+    pub user_protocol: UserProtocol,
     /// containerConcurrency.
     pub container_concurrency: u32,
     /// Request timeout, seconds.
@@ -122,6 +157,7 @@ impl QueueProxyEnv {
             (env::SERVING_PORT, self.serving_port.to_string()),
             (env::ADMIN_PORT, self.admin_port.to_string()),
             (env::USER_PORT, self.user_port.to_string()),
+            (env::USER_PROTOCOL, self.user_protocol.as_str().to_owned()),
             (
                 env::CONTAINER_CONCURRENCY,
                 self.container_concurrency.to_string(),

@@ -236,6 +236,11 @@ impl Container {
             .unwrap_or(DEFAULT_USER_PORT)
     }
 
+    /// The protocol the process serves on its port (`h2c` when the port is named so).
+    pub fn user_protocol(&self) -> crate::contract::UserProtocol {
+        crate::contract::UserProtocol::of_port(self.ports.first().and_then(|p| p.name.as_deref()))
+    }
+
     /// The value of an environment variable given literally.
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env

@@ -57,6 +57,7 @@ impl WorkloadSpec {
             admin_port,
             bind_address: None,
             user_port,
+            user_protocol: self.container.user_protocol(),
             container_concurrency: self.container_concurrency,
             timeout_seconds: self.timeout.as_secs(),
             response_start_timeout_seconds: self.response_start_timeout.map(|d| d.as_secs()),

@@ -27,6 +27,8 @@ pub struct Config {
     pub admin_port: u16,
     /// `USER_PORT`: where the user process listens.
     pub user_port: u16,
+    /// `USER_PROTOCOL`: what the user process speaks (`h2c` or `http1`).
+    pub user_protocol: contract::UserProtocol,
     /// `CONTAINER_CONCURRENCY`: 0 means unlimited.
     pub container_concurrency: u32,
     /// `REVISION_TIMEOUT_SECONDS`.
@@ -100,6 +102,16 @@ impl Config {
             serving_port: optional(env, names::SERVING_PORT, contract::SERVING_PORT)?,
             admin_port: optional(env, names::ADMIN_PORT, contract::ADMIN_PORT)?,
             user_port: required(env, names::USER_PORT)?,
+            user_protocol: match env.get(names::USER_PROTOCOL).as_deref() {
+                None | Some("" | "http1") => contract::UserProtocol::Http1,
+                Some("h2c") => contract::UserProtocol::H2c,
+                Some(other) => {
+                    return Err(ConfigError {
+                        key: names::USER_PROTOCOL,
+                        message: format!("{other:?} is not h2c or http1"),
+                    });
+                }
+            },
             container_concurrency: optional(env, names::CONTAINER_CONCURRENCY, 0)?,
             timeout: Duration::from_secs(optional(env, names::REVISION_TIMEOUT_SECONDS, 300)?),
             response_start_timeout: seconds(optional(
@@ -156,6 +168,7 @@ mod tests {
             admin_port: 18022,
             bind_address: None,
             user_port: 9000,
+            user_protocol: contract::UserProtocol::H2c,
             container_concurrency: 4,
             timeout_seconds: 30,
             response_start_timeout_seconds: Some(5),
@@ -179,6 +192,7 @@ mod tests {
             (18012, 18022, 9000)
         );
         assert_eq!(cfg.container_concurrency, 4);
+        assert_eq!(cfg.user_protocol, contract::UserProtocol::H2c);
         assert_eq!(cfg.timeout, Duration::from_secs(30));
         assert_eq!(cfg.response_start_timeout, Some(Duration::from_secs(5)));
         assert_eq!(cfg.idle_timeout, None);

@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sluice_relay::{Deadlines, Downstream, Edit, Failure, Refusal, RequestHead};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::State;
@@ -29,19 +27,13 @@ enum Failed {
 
 /// Serves one client connection until it closes, fails, or the proxy shuts down while it is
 /// idle.
-pub(crate) async fn serve(
-    state: Arc<State>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    closing: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(state: Arc<State>, mut down: Downstream, peer: SocketAddr) {
     let peer_ip = peer.ip().to_string();
     let default_host = state.user_addr.to_string();
     let edit = Edit::ToUser {
         peer_ip: &peer_ip,
         default_host: &default_host,
     };
-    let mut down = Downstream::new(stream, closing, state.cfg.limits);
     while let Some(req) = down.next_request(Some(&edit)).await {
         // Whether a probe asks for the queue-proxy (the value lives in the head).
         let probe = req.probe.clone().map(|at| down.buf[at] == *b"queue");

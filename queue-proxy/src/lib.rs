@@ -13,6 +13,7 @@
 pub mod breaker;
 pub mod config;
 mod forward;
+mod h2;
 pub mod probe;
 pub mod stats;
 
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use sluice_api::contract::UserProtocol;
 use sluice_relay::Pool;
 use sluice_runtime::accept::Acceptor;
 use sluice_runtime::admin;
@@ -49,6 +51,10 @@ struct State {
     cfg: Config,
     user_addr: SocketAddr,
     upstream: Pool,
+    /// The user process over HTTP/2, for an `h2c` revision.
+    h2_user: sluice_relay::h2::H2Conns,
+    /// The user process over hyper's HTTP/1.1, for HTTP/2 streams to any other revision.
+    h1_user: Arc<sluice_relay::h2::H1Conns>,
     breaker: Option<Arc<Breaker>>,
     stats: Arc<Stats>,
     readiness: Arc<Readiness>,
@@ -116,6 +122,25 @@ fn answer_admin(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>>
 /// How many admin connections (the autoscaler's scrapes, probes) may be open at once.
 const ADMIN_CONNECTIONS: usize = 64;
 
+/// Serves one client connection: HTTP/2 (told by its preface) and, for an `h2c` revision,
+/// every request through hyper; HTTP/1.1 to an HTTP/1.1 revision through the relay.
+async fn serve(
+    state: Arc<State>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    closing: tokio::sync::watch::Receiver<bool>,
+) {
+    use sluice_relay::h2::Protocol;
+    let mut down = sluice_relay::Downstream::new(stream, closing.clone(), state.cfg.limits);
+    match down.sniff().await {
+        None => {}
+        Some(Protocol::Http1) if state.cfg.user_protocol == UserProtocol::Http1 => {
+            forward::serve(state, down, peer).await;
+        }
+        Some(protocol) => h2::serve(state, down.into_io(), protocol, peer, closing).await,
+    }
+}
+
 /// Runs the queue-proxy on bound listeners until `shutdown` resolves, then drains.
 pub async fn run(
     cfg: Config,
@@ -135,6 +160,8 @@ pub async fn run(
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
         user_addr,
         upstream: Pool::new(idle, cfg.limits.pool_idle),
+        h2_user: sluice_relay::h2::H2Conns::new(),
+        h1_user: sluice_relay::h2::H1Conns::new(user_addr, idle),
         cfg,
         stats: Arc::new(Stats::new()),
         readiness: Arc::new(Readiness::default()),
@@ -184,9 +211,10 @@ pub async fn run(
     let mut accept = |(stream, peer, place): (tokio::net::TcpStream, SocketAddr, _)| {
         let _ = stream.set_nodelay(true);
         while conns.try_join_next().is_some() {}
-        let serve = forward::serve(state.clone(), stream, peer, closed.clone());
+        let state = state.clone();
+        let closed = closed.clone();
         conns.spawn(async move {
-            serve.await;
+            serve(state, stream, peer, closed).await;
             drop(place);
         });
     };

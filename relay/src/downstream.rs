@@ -90,6 +90,33 @@ impl Downstream {
         &self.limits
     }
 
+    /// Tells HTTP/2 with prior knowledge from HTTP/1.1 by the connection's first bytes,
+    /// read within the head timeout (and kept in `buf` for the head). HTTP/1.1 is told from
+    /// the first byte that differs from HTTP/2's preface, so it costs no extra read. `None`
+    /// when the client sent nothing in time, closed, or the proxy is shutting down.
+    pub async fn sniff(&mut self) -> Option<crate::h2::Protocol> {
+        use crate::h2::{PREFACE, Protocol};
+        let deadline = self.accepted + self.limits.head_timeout;
+        loop {
+            let n = self.buf.len().min(PREFACE.len());
+            if self.buf[..n] != PREFACE[..n] {
+                return Some(Protocol::Http1);
+            }
+            if n == PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            if !self.wait(deadline).await {
+                return None;
+            }
+        }
+    }
+
+    /// The connection for another server (hyper's, for HTTP/2), with the bytes read so far
+    /// in front.
+    pub fn into_io(self) -> crate::h2::Rewind {
+        crate::h2::Rewind::new(self.buf, self.stream)
+    }
+
     /// The next request's head, parsed at the start of `buf` (and, with `edit`, rewritten
     /// into `head`). `None` when the connection is done: closed, idle past the keep-alive
     /// timeout, shutting down while idle, or refused (answered with the refusal's status).

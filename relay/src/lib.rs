@@ -52,6 +52,7 @@ pub mod chunked;
 mod downstream;
 mod exchange;
 pub mod fields;
+pub mod h2;
 mod limits;
 mod pool;
 pub mod request;

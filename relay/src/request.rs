@@ -259,7 +259,10 @@ pub fn parse_request(
                 return Err(Refusal::Expectation);
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_field = !value.is_empty();
+            // `Upgrade: h2c` (RFC 7540's upgrade, deprecated by RFC 9113) is ignored, as a
+            // server may (RFC 9110 §7.8): the request is answered in HTTP/1.1, and
+            // `HTTP2-Settings`, named in `Connection`, goes no further.
+            upgrade_field = !value.is_empty() && !value.eq_ignore_ascii_case(b"h2c");
         } else if name.eq_ignore_ascii_case("k-network-probe") {
             probe = Some(range_in(buf, value));
         } else if name.eq_ignore_ascii_case("knative-serving-tag") {
@@ -427,7 +430,7 @@ pub(crate) fn decimal(out: &mut Vec<u8>, mut n: u64) {
 
 /// RFC 7239 `Forwarded` from the `X-Forwarded-For` list at `xff` in `out` (as Knative's
 /// forwarded shim does), the host and the protocol.
-fn forwarded_field(
+pub(crate) fn forwarded_field(
     out: &mut Vec<u8>,
     xff: Range<usize>,
     host: Option<&[u8]>,
@@ -595,6 +598,15 @@ mod tests {
             request("GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(!h.upgrade, "no upgrade in HTTP/1.0");
         assert!(!out.contains("websocket"), "{out}");
+        let (h, out) = request(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        );
+        assert!(!h.upgrade, "Upgrade: h2c is answered in HTTP/1.1");
+        let lower = out.to_ascii_lowercase();
+        assert!(
+            !lower.contains("h2c") && !lower.contains("http2-settings"),
+            "{out}"
+        );
     }
 
     #[test]

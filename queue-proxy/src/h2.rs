@@ -1,0 +1,103 @@
+//! The request path for what hyper serves: every HTTP/2 stream (from the activator or a
+//! client), and, for an `h2c` revision, HTTP/1.1 requests too. The same rules as the HTTP/1.1
+//! path ([`crate::forward`]), per stream: probes, drain bookkeeping, in-flight stats (a
+//! stream counts until its response body ends), the breaker, the time to the response's
+//! start, head rewriting; then the user process over HTTP/2 (an `h2c` revision) or pooled
+//! HTTP/1.1 (any other).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use sluice_api::contract::UserProtocol;
+use sluice_relay::h2::{self, Body, Guarded, Hop, Protocol, Rewind, SendError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::State;
+use crate::breaker::QueueFull;
+
+/// Most streams at once on one client connection: the activator multiplexes every request
+/// for this replica onto one, and the breaker (not the stream count) bounds what reaches the
+/// user process.
+const MAX_STREAMS: u32 = 10_000;
+
+/// Serves one client connection with hyper until it ends.
+pub(crate) async fn serve(
+    state: Arc<State>,
+    io: Rewind,
+    protocol: Protocol,
+    peer: SocketAddr,
+    closing: watch::Receiver<bool>,
+) {
+    let peer_ip: Arc<str> = peer.ip().to_string().into();
+    let limits = state.cfg.limits;
+    h2::serve(io, protocol, limits, MAX_STREAMS, closing, move |req| {
+        let state = state.clone();
+        let peer_ip = peer_ip.clone();
+        async move { handle(&state, &peer_ip, req).await }
+    })
+    .await;
+}
+
+/// One request (stream) and its response.
+async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Response<Body> {
+    let grpc = h2::is_grpc(&req);
+    if let Some(probe) = req.headers().get("k-network-probe") {
+        let (status, text) = state.probe(probe.as_bytes() == b"queue").await;
+        return h2::answer(status, text, grpc);
+    }
+    state.touch();
+    let in_flight = state.stats.begin();
+    let deadline = Instant::now() + state.cfg.timeout;
+    let slot = match &state.breaker {
+        None => None,
+        Some(breaker) => match tokio::time::timeout_at(deadline, breaker.acquire()).await {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(QueueFull)) => return h2::answer(503, "pending request queue full", grpc),
+            Err(_) => return h2::answer(503, "request timed out waiting in the queue", grpc),
+        },
+    };
+    let default_host = state.user_addr.to_string();
+    let h2_user = state.cfg.user_protocol == UserProtocol::H2c;
+    let hop = Hop::ToUser {
+        peer_ip,
+        default_host: &default_host,
+    };
+    if let Err(why) = h2::edit(&mut req, &hop, h2_user) {
+        return h2::answer(400, why, grpc);
+    }
+    let start_by = match state.cfg.response_start_timeout {
+        Some(rs) => deadline.min(Instant::now() + rs),
+        None => deadline,
+    };
+    let sent = async {
+        if h2_user {
+            state
+                .h2_user
+                .send(state.user_addr, req)
+                .await
+                .map(|resp| resp.map(h2::body::boxed))
+        } else {
+            state.h1_user.send(req).await
+        }
+    };
+    match tokio::time::timeout_at(start_by, sent).await {
+        Ok(Ok(resp)) => resp.map(|body| h2::body::boxed(Guarded::new(body, (in_flight, slot)))),
+        Ok(Err(SendError::Connect(_))) => h2::answer(
+            502,
+            "error reaching the user process: connection refused",
+            grpc,
+        ),
+        Ok(Err(SendError::Http(error))) => {
+            tracing::debug!(%error, "The user process failed the request.");
+            h2::answer(
+                502,
+                "error reaching the user process: connection closed or invalid response",
+                grpc,
+            )
+        }
+        Err(_) => h2::answer(504, "request timeout", grpc),
+    }
+}
