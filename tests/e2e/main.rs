@@ -4,6 +4,7 @@
 //! (`tests/node/run`).
 
 mod autoscaling;
+mod grpc;
 mod harness;
 mod kn;
 mod kubernetes;
