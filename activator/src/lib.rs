@@ -322,7 +322,7 @@ async fn exchange(
             }
         }
     };
-    let deadlines = Deadlines::response_start(deadline, None);
+    let deadlines = Deadlines::response_start(deadline, deadline, None);
     let relayed = sluice_relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
     drop(load);
     match relayed {

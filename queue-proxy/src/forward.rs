@@ -92,6 +92,7 @@ async fn exchange(
             Some(rs) => deadline.min(Instant::now() + rs),
             None => deadline,
         },
+        deadline,
         state.cfg.idle_timeout,
     );
     let up =

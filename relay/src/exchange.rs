@@ -27,19 +27,24 @@ pub struct Deadlines {
     pub end: Instant,
     /// The longest silence while a response body streams.
     pub idle: Option<Duration>,
+    /// An upgraded connection (a WebSocket) is closed then.
+    pub tunnel: Instant,
 }
 
 impl Deadlines {
     /// Knative's revision timeouts: the response must start by `head`; once it has, it
     /// streams to its end, bounded only by `idle` between bytes (Knative's queue-proxy and
-    /// activator cut a response only before its first byte).
-    pub fn response_start(head: Instant, idle: Option<Duration>) -> Self {
+    /// activator cut a response only before its first byte). An upgraded connection lives
+    /// until `tunnel`, the request's start plus `timeoutSeconds`: Knative's timeout handler
+    /// ends the request then, and its proxy closes a hijacked connection with the request.
+    pub fn response_start(head: Instant, tunnel: Instant, idle: Option<Duration>) -> Self {
         /// Far enough never to come, near enough not to overflow an `Instant`.
         const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         Self {
             head,
             end: head + NEVER,
             idle,
+            tunnel,
         }
     }
 }
@@ -254,7 +259,7 @@ pub async fn exchange(
                     .await
                     .map_err(|_| Failure::Close)?;
             }
-            let _ = tokio::io::copy_bidirectional(client, &mut up.stream).await;
+            tunnel(client, &mut up.stream, deadlines.tunnel).await;
             return Ok(false);
         }
         if !(100..200).contains(&resp.status) {
@@ -300,5 +305,28 @@ pub async fn exchange(
         // Cut mid-body (the deadline or the idle timeout passed, or either side failed): the
         // status line has gone out, so the only signal left is closing the connection.
         _ => Err(Failure::Close),
+    }
+}
+
+/// The two-way copy of an upgraded connection (a WebSocket). It ends as Go's reverse proxy
+/// (Knative's queue-proxy and activator) ends one: when either direction ends (its end
+/// passed on as a shutdown of the other socket's writing side), or at `until` with no word to
+/// either side. The caller then drops both sockets, and with them the request's slot: a
+/// client that keeps its socket open after the app closed does not hold the revision.
+async fn tunnel(client: &mut TcpStream, app: &mut TcpStream, until: Instant) {
+    let (mut from_client, mut to_client) = client.split();
+    let (mut from_app, mut to_app) = app.split();
+    let upward = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_app).await;
+        let _ = to_app.shutdown().await;
+    };
+    let downward = async {
+        let _ = tokio::io::copy(&mut from_app, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    };
+    tokio::select! {
+        () = upward => {}
+        () = downward => {}
+        () = tokio::time::sleep_until(until) => {}
     }
 }

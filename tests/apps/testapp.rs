@@ -4,6 +4,9 @@
 //! - `testapp overlap`: takes 100 ms per request and answers 500 if requests overlap
 //!   (Knative's `singlethreaded` image), 200 otherwise.
 //! - `testapp sleep`: sleeps `?ms=N` milliseconds, then answers 200.
+//! - `testapp ws`: a WebSocket server (tungstenite, as Knative's `wsserver` image): each text
+//!   message `M` is answered with `$K_REVISION $TARGET M`, binary messages are echoed, and the
+//!   text `close CODE` makes the app close with that code and the reason `asked`.
 //!
 //! Any further arguments are ignored (tests use one as a marker to find the process).
 
@@ -22,6 +25,10 @@ fn main() {
     let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming().flatten() {
         let (mode, active) = (mode.clone(), active.clone());
+        if mode == "ws" {
+            std::thread::spawn(move || websocket(stream));
+            continue;
+        }
         std::thread::spawn(move || serve(stream, &mode, &active));
     }
 }
@@ -113,6 +120,39 @@ fn answer(mode: &str, request_line: &str, active: &AtomicUsize) -> (&'static str
             .map(|k| format!("{k}={}\n", var(k)))
             .collect();
             ("200 OK", body)
+        }
+    }
+}
+
+fn websocket(stream: TcpStream) {
+    use tungstenite::Message;
+    use tungstenite::protocol::CloseFrame;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    let Ok(mut ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let me = format!("{} {}", var("K_REVISION"), var("TARGET"));
+    loop {
+        let reply = match ws.read() {
+            Ok(Message::Text(text)) => match text.strip_prefix("close ") {
+                Some(code) => {
+                    let code = code.trim().parse::<u16>().unwrap_or(1000);
+                    let _ = ws.close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: "asked".into(),
+                    }));
+                    continue;
+                }
+                None => Message::text(format!("{me} {text}")),
+            },
+            Ok(Message::Binary(data)) => Message::Binary(data),
+            Ok(_) => continue,
+            // Closed (the close handshake done by tungstenite) or broken.
+            Err(_) => return,
+        };
+        if ws.send(reply).is_err() {
+            return;
         }
     }
 }

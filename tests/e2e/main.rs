@@ -15,5 +15,6 @@ mod rollout;
 mod serving;
 mod traffic;
 mod validation;
+mod websocket;
 
 use sluice_test_support::apiserver;
