@@ -4,6 +4,7 @@
 //! 90/10 split over 1,000 unary calls, and a rollout under load that fails no call.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,8 @@ use crate::harness::{Platform, processes_with};
 
 #[path = "../apps/echo_grpc.rs"]
 #[allow(dead_code)]
-mod echo;
-use echo::{EchoReply, EchoRequest};
+pub mod echo;
+pub use echo::{EchoReply, EchoRequest};
 
 /// The gRPC test program (a cargo example of this package, built by `cargo test`).
 pub fn grpcapp() -> PathBuf {
@@ -76,7 +77,7 @@ fn codec() -> ProstCodec<EchoRequest, EchoReply> {
     ProstCodec::default()
 }
 
-fn request(message: &str) -> EchoRequest {
+pub fn request(message: &str) -> EchoRequest {
     EchoRequest {
         message: message.to_owned(),
         ..EchoRequest::default()
@@ -85,7 +86,12 @@ fn request(message: &str) -> EchoRequest {
 
 impl EchoClient {
     pub async fn connect(port: u16, host: &str) -> Self {
-        let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        Self::connect_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), host).await
+    }
+
+    /// Connects to `addr` with `host` as the calls' authority.
+    pub async fn connect_at(addr: SocketAddr, host: &str) -> Self {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .origin(format!("http://{host}").parse().unwrap())
             .connect()

@@ -242,3 +242,302 @@ fn sluice_on_a_real_node() {
     });
     node.autoscaler(serde_json::json!({"scale-to-zero-grace-period": null}));
 }
+
+const GRPC_IMAGE: &str = "dev.local/sluice-grpcapp:0.1.0";
+
+/// The host of a Knative Service's `status.url`.
+fn url_host(node: &Node, name: &str) -> String {
+    let svc: serde_json::Value =
+        serde_json::from_str(&node.ok(&["service", "describe", name, "-o", "json"])).unwrap();
+    let url = svc["status"]["url"]
+        .as_str()
+        .expect("status.url")
+        .to_owned();
+    url.split("://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// `sluice apply -f -` on the node.
+fn apply(node: &Node, yaml: &str) {
+    use std::io::Write;
+    let mut child = Command::new(sluice_bin())
+        .arg("--kubeconfig")
+        .arg(&node.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .env_remove("SLUICE_HOME")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "real node tier: run tests/node/run"]
+fn grpc_and_websockets_on_a_real_node() {
+    use crate::grpc::{EchoClient, EchoRequest, request};
+    use crate::websocket::{closed, connect_at, say};
+
+    let node = Node::connect();
+    node.autoscaler(serde_json::json!({"scale-to-zero-grace-period": "2s"}));
+    let _ = node.sluice(&["service", "delete", "node-grpc"]);
+    let _ = node.sluice(&["service", "delete", "node-ws"]);
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: node-grpc
+  namespace: {NS}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/window: 6s
+    spec:
+      containers:
+        - image: {GRPC_IMAGE}
+          ports:
+            - name: h2c
+              containerPort: 8080
+          env:
+            - {{name: TARGET, value: stable}}
+"#
+        ),
+    );
+    eventually(Duration::from_secs(120), "node-grpc Ready", || {
+        is_ready(&node, "node-grpc")
+    });
+    let host = url_host(&node, "node-grpc");
+    let ingress = node.ingress;
+    let rt = &node.rt;
+    let mut client = rt.block_on(EchoClient::connect_at(ingress, &host));
+
+    // The four call kinds, in HTTP/2 all the way to the app.
+    let reply = rt.block_on(client.unary(request("hello"))).unwrap();
+    assert_eq!(
+        (&*reply.revision, &*reply.target, &*reply.http_version),
+        ("node-grpc-00001", "stable", "HTTP/2.0")
+    );
+    let stream = rt
+        .block_on(client.server_stream(EchoRequest {
+            count: 3,
+            ..request("tick")
+        }))
+        .unwrap();
+    assert_eq!(stream.len(), 3);
+    let joined = rt
+        .block_on(client.client_stream(["a", "b"].map(request).to_vec()))
+        .unwrap();
+    assert_eq!(joined.message, "a b");
+    let pongs = rt.block_on(client.ping_pong(&["x", "y"])).unwrap();
+    assert_eq!(pongs.len(), 2);
+    drop(client);
+
+    // From zero: a gRPC call waits in the activator for a new pod.
+    eventually(Duration::from_secs(90), "node-grpc at zero", || {
+        node.replicas("node-grpc-00001-deployment") == Some(0)
+            && node.pods("node-grpc-00001").is_empty()
+    });
+    let cold = Instant::now();
+    let reply = rt
+        .block_on(async {
+            EchoClient::connect_at(ingress, &host)
+                .await
+                .unary(request("wake"))
+                .await
+        })
+        .expect("a gRPC call from zero");
+    println!("gRPC call served from zero in {:?}", cold.elapsed());
+    assert_eq!(reply.revision, "node-grpc-00001");
+
+    // 90/10 over 1,000 unary calls.
+    node.ok(&[
+        "service",
+        "update",
+        "node-grpc",
+        "--env",
+        "TARGET=canary",
+        "--traffic",
+        "node-grpc-00001=90,@latest=10",
+        "--wait-timeout",
+        "120",
+    ]);
+    let counts = rt.block_on(async {
+        let client = EchoClient::connect_at(ingress, &host).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let mut client = client.clone();
+            calls.spawn(async move {
+                let mut counts = BTreeMap::<String, usize>::new();
+                for _ in 0..100 {
+                    let reply = client.unary(request("split")).await.expect("a split call");
+                    *counts.entry(reply.target).or_default() += 1;
+                }
+                counts
+            });
+        }
+        let mut total = BTreeMap::<String, usize>::new();
+        while let Some(counts) = calls.join_next().await {
+            for (target, n) in counts.unwrap() {
+                *total.entry(target).or_default() += n;
+            }
+        }
+        total
+    });
+    println!("gRPC 90/10 over 1000 calls: {counts:?}");
+    let canary = counts.get("canary").copied().unwrap_or(0);
+    assert!((60..=140).contains(&canary), "{counts:?}");
+
+    // A rollout under 4 callers: no failed call while the old pods drain.
+    let load = rt.spawn(async move {
+        let client = EchoClient::connect_at(ingress, &host).await;
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let mut client = client.clone();
+            callers.spawn(async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                let mut targets = std::collections::BTreeSet::new();
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(40) {
+                    match client
+                        .unary(EchoRequest {
+                            delay_ms: 20,
+                            ..request("load")
+                        })
+                        .await
+                    {
+                        Ok(reply) => {
+                            ok += 1;
+                            targets.insert(reply.target);
+                        }
+                        Err(status) => failed.push(status),
+                    }
+                }
+                (ok, failed, targets)
+            });
+        }
+        let mut total = (0, Vec::new(), std::collections::BTreeSet::new());
+        while let Some(caller) = callers.join_next().await {
+            let (ok, failed, targets) = caller.unwrap();
+            total.0 += ok;
+            total.1.extend(failed);
+            total.2.extend(targets);
+        }
+        total
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    node.ok(&[
+        "service",
+        "update",
+        "node-grpc",
+        "--env",
+        "TARGET=v3",
+        "--traffic",
+        "@latest=100",
+        "--wait-timeout",
+        "120",
+    ]);
+    let (ok, failed, targets) = rt.block_on(load).unwrap();
+    println!(
+        "gRPC rollout on the node: {ok} ok, {} failed, targets {targets:?}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failed calls: {:?}",
+        &failed[..failed.len().min(3)]
+    );
+    assert!(targets.contains("v3"), "{targets:?}");
+
+    // WebSockets through the activator and the queue-proxy of a real pod.
+    apply(
+        &node,
+        &format!(
+            r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: node-ws
+  namespace: {NS}
+spec:
+  template:
+    spec:
+      containers:
+        - image: {IMAGE}
+          args: [ws]
+          env:
+            - {{name: TARGET, value: v1}}
+"#
+        ),
+    );
+    eventually(Duration::from_secs(120), "node-ws Ready", || {
+        is_ready(&node, "node-ws")
+    });
+    let ws_host = url_host(&node, "node-ws");
+    let mut long = connect_at(ingress, &ws_host);
+    assert_eq!(say(&mut long, "hello"), "node-ws-00001 v1 hello");
+    let mut closing = connect_at(ingress, &ws_host);
+    closing
+        .send(tungstenite::Message::text("close 4002"))
+        .unwrap();
+    assert_eq!(
+        closed(&mut closing),
+        Some((
+            tungstenite::protocol::frame::coding::CloseCode::from(4002),
+            "asked".to_owned()
+        ))
+    );
+    node.ok(&[
+        "service",
+        "update",
+        "node-ws",
+        "--env",
+        "TARGET=v2",
+        "--wait-timeout",
+        "120",
+    ]);
+    let mut fresh = connect_at(ingress, &ws_host);
+    assert_eq!(say(&mut fresh, "new"), "node-ws-00002 v2 new");
+    assert_eq!(
+        say(&mut long, "after"),
+        "node-ws-00001 v1 after",
+        "an open WebSocket stays on its pod across the rollout"
+    );
+    long.close(None).unwrap();
+    fresh.close(None).unwrap();
+    closed(&mut long);
+    closed(&mut fresh);
+
+    node.ok(&["service", "delete", "node-grpc"]);
+    node.ok(&["service", "delete", "node-ws"]);
+    node.autoscaler(serde_json::json!({"scale-to-zero-grace-period": null}));
+}
+
+/// Whether a Knative Service is Ready for its generation.
+fn is_ready(node: &Node, name: &str) -> bool {
+    let out = node.sluice(&["service", "describe", name, "-o", "json"]);
+    let Ok(svc) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return false;
+    };
+    svc["status"]["observedGeneration"] == svc["metadata"]["generation"]
+        && svc["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}

@@ -3,7 +3,7 @@
 //! counted as one request for its whole life, a connection that outlives a rollout on its old
 //! revision, and the revision's timeoutSeconds closing it as Knative's proxies do.
 
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use tungstenite::client::IntoClientRequest;
@@ -13,11 +13,16 @@ use tungstenite::{Message, WebSocket};
 
 use crate::harness::{Platform, service_yaml};
 
-type Ws = WebSocket<TcpStream>;
+pub type Ws = WebSocket<TcpStream>;
 
 /// A WebSocket to `host` through the activator on 127.0.0.1:`port`.
 fn connect(port: u16, host: &str) -> Ws {
-    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    connect_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), host)
+}
+
+/// A WebSocket to `host` through the activator at `addr`.
+pub fn connect_at(addr: SocketAddr, host: &str) -> Ws {
+    let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -28,7 +33,7 @@ fn connect(port: u16, host: &str) -> Ws {
 }
 
 /// Sends `text` and returns the app's answer.
-fn say(ws: &mut Ws, text: &str) -> String {
+pub fn say(ws: &mut Ws, text: &str) -> String {
     ws.send(Message::text(text)).unwrap();
     match ws.read().unwrap() {
         Message::Text(reply) => reply.to_string(),
@@ -37,7 +42,7 @@ fn say(ws: &mut Ws, text: &str) -> String {
 }
 
 /// Reads until the connection ends: the close frame's (code, reason), if one came.
-fn closed(ws: &mut Ws) -> Option<(CloseCode, String)> {
+pub fn closed(ws: &mut Ws) -> Option<(CloseCode, String)> {
     let mut frame = None;
     loop {
         match ws.read() {
