@@ -1,5 +1,5 @@
-//! Load: an open-loop generator for latency at a constant rate, and wrk for closed-loop
-//! throughput.
+//! Load: an open-loop generator for latency at a constant rate, and wrk (HTTP/1.1) or h2load
+//! (HTTP/2) for closed-loop throughput.
 //!
 //! The open-loop generator sends request *i* at `start + i / rate` whether or not earlier
 //! requests have been answered (a new connection is opened when every open one is busy), so a
@@ -7,7 +7,8 @@
 //! Each request is timed from when the generator starts it (taking or opening a connection)
 //! to the end of its response body; the schedule's own lateness (the clock thread's wake-ups,
 //! with a 1 µs timer slack) is reported apart, so it does not blur every path's tail alike.
-//! The requests run on a single-threaded tokio runtime.
+//! The requests run on a single-threaded tokio runtime. In HTTP/2 (`h2c`) every request is a
+//! stream on one connection, opened before the schedule starts.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -20,7 +21,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest as SendRequest2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// One open-loop run.
@@ -38,6 +40,8 @@ pub struct OpenLoop {
     pub duration: Duration,
     /// Sent first and not counted: connections open and caches fill.
     pub warmup: Duration,
+    /// Cleartext HTTP/2 with prior knowledge, every request a stream of one connection.
+    pub h2c: bool,
 }
 
 /// What an open-loop run saw.
@@ -116,6 +120,67 @@ async fn one(pool: &Pool, opened: &RefCell<usize>, cfg: &OpenLoop) -> Result<(),
     }
 }
 
+async fn connect_h2(target: SocketAddr) -> Result<SendRequest2<Empty<Bytes>>, String> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One HTTP/2 request (a stream on `send`'s connection); `Ok` only for a 200 with its body.
+async fn one_h2(
+    mut send: SendRequest2<Empty<Bytes>>,
+    host: &str,
+    path: &str,
+) -> Result<(), String> {
+    send.ready().await.map_err(|e| e.to_string())?;
+    let req = Request::get(format!("http://{host}{path}"))
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    if status == http::StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// One HTTP/2 `GET /` to `target` with `host` as authority, on a fresh connection: its
+/// status, or `None` when nothing answered within `wait`.
+pub fn get_h2(target: SocketAddr, host: &str, wait: Duration) -> Option<u16> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        tokio::time::timeout(wait, async {
+            let mut send = connect_h2(target).await.ok()?;
+            send.ready().await.ok()?;
+            let req = Request::get(format!("http://{host}/"))
+                .body(Empty::new())
+                .ok()?;
+            let resp = send.send_request(req).await.ok()?;
+            Some(resp.status().as_u16())
+        })
+        .await
+        .ok()
+        .flatten()
+    })
+}
+
 /// Runs one open-loop load; every request is bounded by the run's end plus 5 s.
 pub fn open_loop(cfg: &OpenLoop) -> Latencies {
     let interval = Duration::from_secs_f64(1.0 / f64::from(cfg.rate));
@@ -145,16 +210,34 @@ pub fn open_loop(cfg: &OpenLoop) -> Latencies {
     let out = local.block_on(&runtime, async move {
         let pool: Pool = Rc::default();
         let opened = Rc::new(RefCell::new(0usize));
+        let h2 = if cfg.h2c {
+            *opened.borrow_mut() += 1;
+            connect_h2(cfg.target).await.ok()
+        } else {
+            None
+        };
         let results = Rc::new(RefCell::new(Latencies::default()));
         let mut tasks = tokio::task::JoinSet::new();
         let end = start + interval.mul_f64(total as f64) + Duration::from_secs(5);
         while let Some((i, at)) = rx.recv().await {
             let lag = Instant::now().saturating_duration_since(at);
-            let (pool, opened, results, cfg) =
-                (pool.clone(), opened.clone(), results.clone(), cfg.clone());
+            let (pool, opened, results, cfg, h2) = (
+                pool.clone(),
+                opened.clone(),
+                results.clone(),
+                cfg.clone(),
+                h2.clone(),
+            );
             tasks.spawn_local(async move {
                 let started = Instant::now();
-                let outcome = tokio::time::timeout_at(end.into(), one(&pool, &opened, &cfg)).await;
+                let request = async {
+                    match (cfg.h2c, h2) {
+                        (false, _) => one(&pool, &opened, &cfg).await,
+                        (true, Some(send)) => one_h2(send, &cfg.host, cfg.path).await,
+                        (true, None) => Err("no HTTP/2 connection".to_owned()),
+                    }
+                };
+                let outcome = tokio::time::timeout_at(end.into(), request).await;
                 let took = started.elapsed();
                 let mut r = results.borrow_mut();
                 r.max_lag = r.max_lag.max(lag);
@@ -227,6 +310,84 @@ pub fn wrk(
     Ok((parse_wrk(&text)?, shown))
 }
 
+/// Runs `h2load` (closed loop, one thread, `connections` streams in flight: `connections / 4`
+/// HTTP/2 connections of 4 concurrent streams each) on CPU `cpu` for `duration`, with `host` as
+/// every request's authority.
+pub fn h2load(
+    h2load: &Path,
+    cpu: usize,
+    target: SocketAddr,
+    host: &str,
+    connections: u32,
+    duration: Duration,
+) -> Result<(Throughput, String), String> {
+    let conns = (connections / 4).max(1);
+    let args = [
+        "-t1".to_owned(),
+        format!("-c{conns}"),
+        "-m4".to_owned(),
+        "-D".to_owned(),
+        duration.as_secs().to_string(),
+        "-H".to_owned(),
+        format!(":authority: {host}"),
+        format!("http://{target}/"),
+    ];
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(cpu.to_string()).arg(h2load).args(&args);
+    let shown = format!(
+        "taskset -c {cpu} h2load -t1 -c{conns} -m4 -D {} -H ':authority: {host}' http://{target}/",
+        duration.as_secs()
+    );
+    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{shown}: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((parse_h2load(&text)?, shown))
+}
+
+/// Reads the rate from h2load's `finished in 10.00s, 43210.20 req/s, ...` and the failures
+/// from its `requests:` and `status codes:` lines.
+pub fn parse_h2load(text: &str) -> Result<Throughput, String> {
+    let mut out = Throughput::default();
+    let mut saw_rate = false;
+    let number_before = |line: &str, word: &str| -> Option<u64> {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let at = words.iter().position(|w| *w == word)?;
+        words.get(at.checked_sub(1)?)?.parse().ok()
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            out.rps = rest
+                .split(", ")
+                .nth(1)
+                .and_then(|r| r.strip_suffix(" req/s"))
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| format!("h2load: unreadable rate in {line:?}"))?;
+            saw_rate = true;
+        } else if line.starts_with("requests:") {
+            out.errors += ["failed", "errored", "timeout"]
+                .iter()
+                .filter_map(|w| number_before(line, w))
+                .sum::<u64>();
+        } else if line.starts_with("status codes:") {
+            out.errors += ["3xx", "4xx", "5xx"]
+                .iter()
+                .filter_map(|w| number_before(line, w))
+                .sum::<u64>();
+        }
+    }
+    if saw_rate {
+        Ok(out)
+    } else {
+        Err(format!("h2load printed no \"finished in\" line:\n{text}"))
+    }
+}
+
 /// Reads `Requests/sec`, `Non-2xx or 3xx responses` and `Socket errors` from wrk's report.
 pub fn parse_wrk(text: &str) -> Result<Throughput, String> {
     let mut out = Throughput::default();
@@ -268,6 +429,17 @@ mod tests {
         assert!((t.rps - 41234.56).abs() < 1e-6);
         assert_eq!(t.errors, 7);
         assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn h2load_report_is_read() {
+        let text = "finished in 10.00s, 43210.20 req/s, 1.52MB/s\n\
+            requests: 432102 total, 432166 started, 432100 done, 432098 succeeded, 2 failed, 1 errored, 3 timeout\n\
+            status codes: 432098 2xx, 0 3xx, 0 4xx, 2 5xx\n";
+        let t = parse_h2load(text).unwrap();
+        assert!((t.rps - 43210.20).abs() < 1e-6);
+        assert_eq!(t.errors, 2 + 1 + 3 + 2);
+        assert!(parse_h2load("nothing").is_err());
     }
 
     #[test]

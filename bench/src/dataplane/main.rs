@@ -82,9 +82,12 @@ pub struct Args {
     connections: u32,
     out: Option<PathBuf>,
     only: Option<Vec<Kind>>,
+    /// Cleartext HTTP/2 end to end (`--protocol h2c`) instead of HTTP/1.1.
+    h2c: bool,
 }
 
 const USAGE: &str = "usage: dataplane [--sluice PATH] [--knative-queue PATH] [--nginx PATH] [--wrk PATH]
+                 [--h2load PATH] [--protocol http1|h2c]
                  [--duration SECS] [--warmup SECS] [--throughput-duration SECS]
                  [--rates 500,2000] [--rounds N] [--connections N] [--only direct,sluice,activator,nginx,knative]
                  [--out FILE]
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
             knative_queue: "target/peers/queue".into(),
             nginx: "/usr/sbin/nginx".into(),
             wrk: "/usr/bin/wrk".into(),
+            h2load: "/usr/bin/h2load".into(),
         },
         duration: Duration::from_secs(24),
         warmup: Duration::from_secs(1),
@@ -106,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
         connections: 64,
         out: None,
         only: None,
+        h2c: false,
     };
     let secs = |v: String, flag: &str| {
         v.parse::<u64>()
@@ -120,6 +125,14 @@ fn parse_args() -> Result<Args, String> {
             "--knative-queue" => args.bins.knative_queue = value()?.into(),
             "--nginx" => args.bins.nginx = value()?.into(),
             "--wrk" => args.bins.wrk = value()?.into(),
+            "--h2load" => args.bins.h2load = value()?.into(),
+            "--protocol" => {
+                args.h2c = match value()?.as_str() {
+                    "http1" => false,
+                    "h2c" => true,
+                    other => return Err(format!("--protocol: want http1 or h2c, got {other:?}")),
+                };
+            }
             "--duration" => args.duration = secs(value()?, "--duration")?,
             "--warmup" => args.warmup = secs(value()?, "--warmup")?,
             "--throughput-duration" => {
@@ -179,6 +192,10 @@ fn parse_args() -> Result<Args, String> {
             "install Debian's nginx (`apt-get install nginx-light`)",
         ),
         (&mut args.bins.wrk, "install wrk (`apt-get install wrk`)"),
+        (
+            &mut args.bins.h2load,
+            "install h2load (`apt-get install nghttp2-client`)",
+        ),
     ] {
         *path = path
             .canonicalize()
@@ -270,8 +287,14 @@ fn throughput(args: &Args, running: &Running) -> Result<((Throughput, f64), Stri
     let pids = running.pids();
     paths::pin(&pids, PROXY_CPU)?;
     let before = cpu_total(&pids);
-    let measured = load::wrk(
-        &args.bins.wrk,
+    let tool = if args.h2c { load::h2load } else { load::wrk };
+    let bin = if args.h2c {
+        &args.bins.h2load
+    } else {
+        &args.bins.wrk
+    };
+    let measured = tool(
+        bin,
         LOAD_CPU,
         running.target,
         &running.host,
@@ -310,6 +333,7 @@ fn interleaved(
                 rate,
                 duration: per_round,
                 warmup: args.warmup,
+                h2c: args.h2c,
             });
             into.sorted_ns.extend(l.sorted_ns);
             into.errors += l.errors;
@@ -341,6 +365,7 @@ fn run(args: &Args) -> Result<(String, u64), String> {
         .args(["-c", &LOAD_CPU.to_string()])
         .arg(&exe)
         .args(["upstream", &port.to_string()])
+        .args(args.h2c.then_some("h2c"))
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the upstream: {e}"))?;
@@ -356,7 +381,14 @@ fn run(args: &Args) -> Result<(String, u64), String> {
     // Every path up at once, idle memory read once they have settled.
     let mut running = Vec::new();
     for &kind in &kinds {
-        running.push(paths::start(kind, &args.bins, port, 10, dir.path())?);
+        running.push(paths::start(
+            kind,
+            &args.bins,
+            port,
+            10,
+            dir.path(),
+            args.h2c,
+        )?);
     }
     std::thread::sleep(Duration::from_secs(1));
     let mut results: Vec<PathResult> = running
@@ -403,8 +435,9 @@ fn run(args: &Args) -> Result<(String, u64), String> {
     for (result, peak) in results.iter_mut().zip(sampler.finish()) {
         result.rss_load_kib = peak;
     }
+    // Idle connections are measured in HTTP/1.1 (they are what the front door holds most).
     for (r, result) in running.iter().zip(results.iter_mut()) {
-        if r.kind != Kind::Direct {
+        if r.kind != Kind::Direct && !args.h2c {
             let per = idle_memory(r, IDLE_CONNECTIONS)?;
             eprintln!(
                 "  {:<32} {per:.1} KiB per idle keep-alive connection",
@@ -415,7 +448,7 @@ fn run(args: &Args) -> Result<(String, u64), String> {
     }
     drop(running);
 
-    let routes = if kinds.contains(&Kind::ActivatorQueueProxy) {
+    let routes = if kinds.contains(&Kind::ActivatorQueueProxy) && !args.h2c {
         measure_routes(args, port, dir.path())?
     } else {
         Vec::new()
@@ -490,6 +523,7 @@ fn measure_routes(
             port,
             routes,
             dir,
+            false,
         )?);
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -545,7 +579,8 @@ fn main() -> std::process::ExitCode {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
         };
-        return match upstream::main(port) {
+        let h2c = argv.get(3).map(String::as_str) == Some("h2c");
+        return match upstream::main(port, h2c) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("upstream: {e}");

@@ -40,6 +40,8 @@ pub struct Binaries {
     pub nginx: PathBuf,
     /// wrk.
     pub wrk: PathBuf,
+    /// h2load (Debian's nghttp2-client), for HTTP/2 throughput.
+    pub h2load: PathBuf,
 }
 
 /// A path from the load generator to an upstream.
@@ -139,6 +141,8 @@ pub struct Running {
     pub procs: Vec<(&'static str, Proc)>,
     /// The commands that started them, for the report.
     pub commands: Vec<String>,
+    /// Requests go in cleartext HTTP/2 (and the upstream speaks it).
+    pub h2c: bool,
     _control: Option<Control>,
 }
 
@@ -181,7 +185,12 @@ fn shown(env: &[(&str, String)], program: &str, args: &[&str]) -> String {
 fn await_ok(running: &mut Running) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if get(running.target, &running.host, Duration::from_secs(5)) == Some(200) {
+        let status = if running.h2c {
+            crate::load::get_h2(running.target, &running.host, Duration::from_secs(5))
+        } else {
+            get(running.target, &running.host, Duration::from_secs(5))
+        };
+        if status == Some(200) {
             return Ok(());
         }
         for (_, p) in &mut running.procs {
@@ -199,13 +208,16 @@ fn await_ok(running: &mut Running) -> Result<(), String> {
 }
 
 /// Starts `kind` in front of the upstream on `upstream`, with `routes` routes in the
-/// activator's table, logging into `dir`; returns once it answers 200.
+/// activator's table, logging into `dir`; returns once it answers 200. With `h2c` the path
+/// takes cleartext HTTP/2 and speaks it to an HTTP/2 upstream (a revision whose port is
+/// named h2c; nginx with `listen ... http2` and `grpc_pass`).
 pub fn start(
     kind: Kind,
     bins: &Binaries,
     upstream: u16,
     routes: usize,
     dir: &Path,
+    h2c: bool,
 ) -> Result<Running, String> {
     let dir = &dir.join(format!("{kind:?}-{routes}"));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -215,18 +227,19 @@ pub fn start(
         host: "bench.example.com".into(),
         procs: Vec::new(),
         commands: Vec::new(),
+        h2c,
         _control: None,
     };
     match kind {
         Kind::Direct => {}
         Kind::SluiceQueueProxy => {
-            let (qp, command, port) = sluice_queue_proxy(bins, upstream, dir)?;
+            let (qp, command, port) = sluice_queue_proxy(bins, upstream, dir, h2c)?;
             running.target = loopback(port);
             running.procs.push(("queue-proxy", qp));
             running.commands.push(command);
         }
         Kind::ActivatorQueueProxy => {
-            let (qp, command, qp_port) = sluice_queue_proxy(bins, upstream, dir)?;
+            let (qp, command, qp_port) = sluice_queue_proxy(bins, upstream, dir, h2c)?;
             running.procs.push(("queue-proxy", qp));
             running.commands.push(command);
             let socket = dir.join("routing.sock");
@@ -252,7 +265,7 @@ pub fn start(
         Kind::Nginx => {
             let port = free_port();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, nginx_conf(dir, port, upstream))
+            std::fs::write(&conf, nginx_conf(dir, port, upstream, h2c))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             let mut cmd = pinned(&bins.nginx, LOAD_CPU);
             cmd.arg("-p")
@@ -266,7 +279,7 @@ pub fn start(
                 .push(("nginx", Proc::spawn("nginx", cmd, &dir.join("nginx.log"))?));
             running.commands.push(format!(
                 "taskset -c {LOAD_CPU} nginx -p DIR -c DIR/nginx.conf  # nginx.conf: {}",
-                nginx_conf(Path::new("DIR"), port, upstream)
+                nginx_conf(Path::new("DIR"), port, upstream, h2c)
                     .split_whitespace()
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -307,9 +320,12 @@ fn sluice_queue_proxy(
     bins: &Binaries,
     upstream: u16,
     dir: &Path,
+    h2c: bool,
 ) -> Result<(Proc, String, u16), String> {
     let port = free_port();
+    let protocol = if h2c { "h2c" } else { "http1" };
     let env = [
+        ("USER_PROTOCOL", protocol.to_owned()),
         ("CONTAINER_CONCURRENCY", "0".to_owned()),
         ("QUEUE_SERVING_PORT", port.to_string()),
         ("QUEUE_ADMIN_PORT", free_port().to_string()),
@@ -326,8 +342,23 @@ fn sluice_queue_proxy(
     Ok((proc, shown(&env, "sluice", &["queue-proxy"]), port))
 }
 
-fn nginx_conf(dir: &Path, port: u16, upstream: u16) -> String {
+fn nginx_conf(dir: &Path, port: u16, upstream: u16, h2c: bool) -> String {
     let d = dir.display();
+    // HTTP/2 in and out: nginx's gRPC proxy is its only HTTP/2 upstream.
+    // 1,000 streams a connection, as Sluice's activator (nginx's default is 128).
+    let streams = if h2c {
+        " http2_max_concurrent_streams 1000;"
+    } else {
+        ""
+    };
+    let (listen, pass) = if h2c {
+        (" http2", "grpc_pass grpc://app;")
+    } else {
+        (
+            "",
+            "proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";",
+        )
+    };
     format!(
         "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -337,9 +368,9 @@ http {{
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 512; }}
   server {{
-    listen 127.0.0.1:{port} reuseport;
-    keepalive_requests 1000000;
-    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}
+    listen 127.0.0.1:{port}{listen} reuseport;
+    keepalive_requests 1000000;{streams}
+    location / {{ {pass} }}
   }}
 }}
 "

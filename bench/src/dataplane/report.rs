@@ -173,8 +173,21 @@ pub fn render(
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);
     let _ = writeln!(
         s,
-        "# Data plane: Sluice beside nginx and Knative's queue-proxy\n"
+        "# Data plane{}: Sluice beside nginx and Knative's queue-proxy\n",
+        if args.h2c {
+            ", cleartext HTTP/2 (h2c)"
+        } else {
+            ""
+        }
     );
+    if args.h2c {
+        let _ = writeln!(
+            s,
+            "Every hop speaks HTTP/2 with prior knowledge: the generator (one connection, a stream per request), \
+             each proxy (Sluice's with `USER_PROTOCOL=h2c`, a revision whose port is named h2c; nginx with `listen ... http2` and `grpc_pass`, its only HTTP/2 upstream; \
+             Knative's queue-proxy, which serves h2c on its port and proxies HTTP/2 requests in HTTP/2) and the upstream. Throughput: h2load instead of wrk.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "Run {date} at commit `{commit}` by `bench/run` (see bench/README.md).\n"
@@ -186,25 +199,28 @@ pub fn render(
         cpu_model(),
         command_line("uname", &["-r"]),
     );
+    let load_tool = if args.h2c {
+        command_line(&args.bins.h2load.display().to_string(), &["--version"])
+    } else {
+        command_line(&args.bins.wrk.display().to_string(), &["-v"])
+    };
     let _ = writeln!(
         s,
         "Peers: {}; {}; Knative queue-proxy v0.50.0 (`go install knative.dev/serving/cmd/queue@v0.50.0`).\n",
         command_line(&args.bins.nginx.display().to_string(), &["-v"]),
-        command_line(&args.bins.wrk.display().to_string(), &["-v"])
-            .lines()
-            .next()
-            .unwrap_or("wrk")
+        load_tool.lines().next().unwrap_or("wrk")
     );
     let _ = writeln!(
         s,
         "Latency: open loop, {} s per path and rate, in {} rounds taken in turn across the paths (each after {} s of warm-up); \
          each request timed from when the generator starts it (taking or opening a connection) to the end of its response, while the send schedule stays fixed; added = the path's percentile minus direct's at the same rate. \
          The path under test shares CPU 0 with the generator and the upstream (the idle paths wait on CPU 1), so a proxy's added latency is its own work on the request, not cross-core wake-ups. \
-         Throughput: wrk on CPU 0, {} connections, {} s, with the proxy moved alone to CPU 1 (`taskset -a -p -c 1`); \
+         Throughput: {} on CPU 0, {} connections (h2load: streams in flight), {} s, with the proxy moved alone to CPU 1 (`taskset -a -p -c 1`); \
          per core = requests per second divided by the proxy's CPU time per second.\n",
         args.duration.as_secs(),
         args.rounds,
         args.warmup.as_secs(),
+        if args.h2c { "h2load" } else { "wrk" },
         args.connections,
         args.throughput_duration.as_secs()
     );
@@ -260,7 +276,8 @@ pub fn render(
     let _ = writeln!(s, "## Throughput and memory\n");
     let _ = writeln!(
         s,
-        "| path | req/s (wrk) | proxy CPU (cores) | req/s per core | RSS idle (MiB) | RSS peak under load (MiB) | KiB per idle connection | errors |"
+        "| path | req/s ({}) | proxy CPU (cores) | req/s per core | RSS idle (MiB) | RSS peak under load (MiB) | KiB per idle connection | errors |",
+        if args.h2c { "h2load" } else { "wrk" }
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in results {
