@@ -3,9 +3,9 @@
 //! knowledge): the four call kinds, gRPC errors, a call that wakes the revision from zero, a
 //! 90/10 split over 1,000 unary calls, and a rollout under load that fails no call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -15,7 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use crate::harness::{Platform, processes_with};
+use crate::harness::{Platform, example, processes_with};
 
 #[path = "../apps/echo_grpc.rs"]
 #[allow(dead_code)]
@@ -24,15 +24,7 @@ pub use echo::{EchoReply, EchoRequest};
 
 /// The gRPC test program (a cargo example of this package, built by `cargo test`).
 pub fn grpcapp() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let app = dir.join("examples").join("grpcapp");
-    assert!(
-        app.exists(),
-        "{} missing: cargo test builds it",
-        app.display()
-    );
-    app
+    example("grpcapp")
 }
 
 /// A Knative Service running the gRPC app on a port named h2c, idle after a 6 s window.
@@ -175,6 +167,72 @@ impl EchoClient {
     }
 }
 
+/// `callers` callers of `calls` unary calls each, sharing `client`'s connection: how many
+/// replies came from each `$TARGET`. Every call must succeed.
+pub async fn split(client: &EchoClient, callers: usize, calls: usize) -> BTreeMap<String, usize> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..callers {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            let mut counts = BTreeMap::<String, usize>::new();
+            for i in 0..calls {
+                let reply = client
+                    .unary(request(&format!("{caller}-{i}")))
+                    .await
+                    .expect("a unary call during the split");
+                *counts.entry(reply.target).or_default() += 1;
+            }
+            counts
+        });
+    }
+    let mut total = BTreeMap::<String, usize>::new();
+    while let Some(counts) = tasks.join_next().await {
+        for (target, n) in counts.unwrap() {
+            *total.entry(target).or_default() += n;
+        }
+    }
+    total
+}
+
+/// `callers` callers making 20 ms unary calls one after another for `lasting`: the calls
+/// answered, the failures, and the `$TARGET`s that answered.
+pub async fn under_load(
+    client: EchoClient,
+    callers: usize,
+    lasting: Duration,
+) -> (usize, Vec<Status>, BTreeSet<String>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let mut client = client.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut failed, mut targets) = (0usize, Vec::new(), BTreeSet::new());
+            let start = Instant::now();
+            while start.elapsed() < lasting {
+                let call = EchoRequest {
+                    delay_ms: 20,
+                    ..request("load")
+                };
+                match client.unary(call).await {
+                    Ok(reply) => {
+                        ok += 1;
+                        targets.insert(reply.target);
+                    }
+                    Err(status) => failed.push(status),
+                }
+            }
+            (ok, failed, targets)
+        });
+    }
+    let mut total = (0, Vec::new(), BTreeSet::new());
+    while let Some(caller) = tasks.join_next().await {
+        let (ok, failed, targets) = caller.unwrap();
+        total.0 += ok;
+        total.1.extend(failed);
+        total.2.extend(targets);
+    }
+    total
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -298,28 +356,7 @@ fn grpc_calls_of_all_four_kinds_wake_from_zero_and_split_90_10() {
     });
     let counts = rt.block_on(async {
         let client = EchoClient::connect(p.port, "grpc.default.localhost").await;
-        let mut calls = tokio::task::JoinSet::new();
-        for worker in 0..10 {
-            let mut client = client.clone();
-            calls.spawn(async move {
-                let mut counts = BTreeMap::<String, usize>::new();
-                for i in 0..100 {
-                    let reply = client
-                        .unary(request(&format!("{worker}-{i}")))
-                        .await
-                        .expect("a unary call during the split");
-                    *counts.entry(reply.target).or_default() += 1;
-                }
-                counts
-            });
-        }
-        let mut total = BTreeMap::<String, usize>::new();
-        while let Some(counts) = calls.join_next().await {
-            for (target, n) in counts.unwrap() {
-                *total.entry(target).or_default() += n;
-            }
-        }
-        total
+        split(&client, 10, 100).await
     });
     eprintln!("grpc 90/10 over 1000 unary calls: {counts:?}");
     let canary = counts.get("canary").copied().unwrap_or(0);
@@ -347,44 +384,7 @@ fn grpc_calls_under_load_survive_two_rollouts() {
     let client = rt.block_on(EchoClient::connect(p.port, "steady.default.localhost"));
     // 4 callers of 20 ms calls and one server stream of 60 replies 100 ms apart, while two
     // updates replace the revision; each caller stops after 20 s.
-    let load = rt.spawn({
-        let client = client.clone();
-        async move {
-            let mut callers = tokio::task::JoinSet::new();
-            for _ in 0..4 {
-                let mut client = client.clone();
-                callers.spawn(async move {
-                    let (mut ok, mut failed, mut targets) =
-                        (0usize, Vec::new(), std::collections::BTreeSet::new());
-                    let start = Instant::now();
-                    while start.elapsed() < Duration::from_secs(20) {
-                        match client
-                            .unary(EchoRequest {
-                                delay_ms: 20,
-                                ..request("load")
-                            })
-                            .await
-                        {
-                            Ok(reply) => {
-                                ok += 1;
-                                targets.insert(reply.target);
-                            }
-                            Err(status) => failed.push(status),
-                        }
-                    }
-                    (ok, failed, targets)
-                });
-            }
-            let mut total = (0, Vec::new(), std::collections::BTreeSet::new());
-            while let Some(caller) = callers.join_next().await {
-                let (ok, failed, targets) = caller.unwrap();
-                total.0 += ok;
-                total.1.extend(failed);
-                total.2.extend(targets);
-            }
-            total
-        }
-    });
+    let load = rt.spawn(under_load(client.clone(), 4, Duration::from_secs(20)));
     let stream = rt.spawn({
         let mut client = client.clone();
         async move {

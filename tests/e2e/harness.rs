@@ -13,9 +13,14 @@ pub fn sluice_bin() -> &'static str {
 
 /// The test program (a cargo example of this package, built by `cargo test`).
 pub fn testapp() -> PathBuf {
+    example("testapp")
+}
+
+/// A cargo example of this package (built by `cargo test`) by name.
+pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let app = dir.join("examples").join("testapp");
+    let app = dir.join("examples").join(name);
     assert!(
         app.exists(),
         "{} missing: cargo test builds it",

@@ -290,7 +290,7 @@ fn apply(node: &Node, yaml: &str) {
 #[test]
 #[ignore = "real node tier: run tests/node/run"]
 fn grpc_and_websockets_on_a_real_node() {
-    use crate::grpc::{EchoClient, EchoRequest, request};
+    use crate::grpc::{EchoClient, EchoRequest, request, split, under_load};
     use crate::websocket::{closed, connect_at, say};
 
     let node = Node::connect();
@@ -381,67 +381,15 @@ spec:
     ]);
     let counts = rt.block_on(async {
         let client = EchoClient::connect_at(ingress, &host).await;
-        let mut calls = tokio::task::JoinSet::new();
-        for _ in 0..10 {
-            let mut client = client.clone();
-            calls.spawn(async move {
-                let mut counts = BTreeMap::<String, usize>::new();
-                for _ in 0..100 {
-                    let reply = client.unary(request("split")).await.expect("a split call");
-                    *counts.entry(reply.target).or_default() += 1;
-                }
-                counts
-            });
-        }
-        let mut total = BTreeMap::<String, usize>::new();
-        while let Some(counts) = calls.join_next().await {
-            for (target, n) in counts.unwrap() {
-                *total.entry(target).or_default() += n;
-            }
-        }
-        total
+        split(&client, 10, 100).await
     });
     println!("gRPC 90/10 over 1000 calls: {counts:?}");
     let canary = counts.get("canary").copied().unwrap_or(0);
     assert!((60..=140).contains(&canary), "{counts:?}");
 
     // A rollout under 4 callers: no failed call while the old pods drain.
-    let load = rt.spawn(async move {
-        let client = EchoClient::connect_at(ingress, &host).await;
-        let mut callers = tokio::task::JoinSet::new();
-        for _ in 0..4 {
-            let mut client = client.clone();
-            callers.spawn(async move {
-                let (mut ok, mut failed) = (0usize, Vec::new());
-                let mut targets = std::collections::BTreeSet::new();
-                let start = Instant::now();
-                while start.elapsed() < Duration::from_secs(40) {
-                    match client
-                        .unary(EchoRequest {
-                            delay_ms: 20,
-                            ..request("load")
-                        })
-                        .await
-                    {
-                        Ok(reply) => {
-                            ok += 1;
-                            targets.insert(reply.target);
-                        }
-                        Err(status) => failed.push(status),
-                    }
-                }
-                (ok, failed, targets)
-            });
-        }
-        let mut total = (0, Vec::new(), std::collections::BTreeSet::new());
-        while let Some(caller) = callers.join_next().await {
-            let (ok, failed, targets) = caller.unwrap();
-            total.0 += ok;
-            total.1.extend(failed);
-            total.2.extend(targets);
-        }
-        total
-    });
+    let client = rt.block_on(EchoClient::connect_at(ingress, &host));
+    let load = rt.spawn(under_load(client, 4, Duration::from_secs(40)));
     std::thread::sleep(Duration::from_secs(3));
     node.ok(&[
         "service",
