@@ -124,21 +124,10 @@ impl Platform {
 
     /// `sluice apply -f -` with `yaml` on standard input.
     pub fn apply(&self, yaml: &str) -> Output {
-        let mut child = Command::new(sluice_bin())
-            .args(["apply", "-f", "-"])
-            .env("SLUICE_HOME", self.home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["apply", "-f", "-"])
+            .env("SLUICE_HOME", self.home.path());
+        with_stdin(cmd, yaml)
     }
 
     /// A service as JSON (`sluice service describe -o json`).
@@ -166,13 +155,7 @@ impl Platform {
         if !out.status.success() {
             return false;
         }
-        let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let observed = svc["status"]["observedGeneration"] == svc["metadata"]["generation"];
-        let ready = svc["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-        observed && ready
+        ready_for_its_generation(&serde_json::from_slice(&out.stdout).unwrap())
     }
 
     /// GET `path` with `Host: host` through the activator: (status, body).
@@ -317,6 +300,33 @@ spec:
 "#,
         app = testapp().display()
     )
+}
+
+/// Runs `cmd` with `input` on its standard input: its output.
+pub fn with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Whether a service (as JSON) is Ready for its current generation.
+pub fn ready_for_its_generation(svc: &serde_json::Value) -> bool {
+    let observed = svc["status"]["observedGeneration"] == svc["metadata"]["generation"];
+    let ready = svc["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    observed && ready
 }
 
 /// An HTTP/1.1 client on one kept-alive connection to the activator.

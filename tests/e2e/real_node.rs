@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
-use crate::harness::{http_get_at, sluice_bin};
+use crate::harness::{http_get_at, ready_for_its_generation, sluice_bin, with_stdin};
 
 const IMAGE: &str = "dev.local/sluice-testapp:0.1.0";
 const NAME: &str = "node-hello";
@@ -262,24 +262,12 @@ fn url_host(node: &Node, name: &str) -> String {
 
 /// `sluice apply -f -` on the node.
 fn apply(node: &Node, yaml: &str) {
-    use std::io::Write;
-    let mut child = Command::new(sluice_bin())
-        .arg("--kubeconfig")
+    let mut cmd = Command::new(sluice_bin());
+    cmd.arg("--kubeconfig")
         .arg(&node.kubeconfig)
         .args(["apply", "-f", "-"])
-        .env_remove("SLUICE_HOME")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env_remove("SLUICE_HOME");
+    let out = with_stdin(cmd, yaml);
     assert!(
         out.status.success(),
         "sluice apply: {}",
@@ -480,12 +468,5 @@ spec:
 /// Whether a Knative Service is Ready for its generation.
 fn is_ready(node: &Node, name: &str) -> bool {
     let out = node.sluice(&["service", "describe", name, "-o", "json"]);
-    let Ok(svc) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return false;
-    };
-    svc["status"]["observedGeneration"] == svc["metadata"]["generation"]
-        && svc["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    serde_json::from_slice(&out.stdout).is_ok_and(|svc| ready_for_its_generation(&svc))
 }

@@ -276,6 +276,32 @@ pub struct Throughput {
     pub errors: u64,
 }
 
+/// Runs `program ARGS` on CPU `cpu` to its end: its standard output, or an error naming the
+/// command (`shown`) with both outputs.
+fn pinned_output(
+    cpu: usize,
+    program: &Path,
+    args: &[String],
+    shown: &str,
+) -> Result<String, String> {
+    let out = Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{shown}: {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(text)
+}
+
 /// Runs `wrk` (closed loop, `connections` connections, one thread) on CPU `cpu` for
 /// `duration`.
 pub fn wrk(
@@ -286,27 +312,19 @@ pub fn wrk(
     connections: u32,
     duration: Duration,
 ) -> Result<(Throughput, String), String> {
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c")
-        .arg(cpu.to_string())
-        .arg(wrk)
-        .args(["-t1", &format!("-c{connections}")])
-        .arg(format!("-d{}s", duration.as_secs()))
-        .args(["-H", &format!("Host: {host}")])
-        .arg(format!("http://{target}/"));
+    let args = [
+        "-t1".to_owned(),
+        format!("-c{connections}"),
+        format!("-d{}s", duration.as_secs()),
+        "-H".to_owned(),
+        format!("Host: {host}"),
+        format!("http://{target}/"),
+    ];
     let shown = format!(
         "taskset -c {cpu} wrk -t1 -c{connections} -d{}s -H 'Host: {host}' http://{target}/",
         duration.as_secs()
     );
-    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "{shown}: {}\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let text = pinned_output(cpu, wrk, &args, &shown)?;
     Ok((parse_wrk(&text)?, shown))
 }
 
@@ -332,21 +350,11 @@ pub fn h2load(
         format!(":authority: {host}"),
         format!("http://{target}/"),
     ];
-    let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cpu.to_string()).arg(h2load).args(&args);
     let shown = format!(
         "taskset -c {cpu} h2load -t1 -c{conns} -m4 -D {} -H ':authority: {host}' http://{target}/",
         duration.as_secs()
     );
-    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "{shown}: {}\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let text = pinned_output(cpu, h2load, &args, &shown)?;
     Ok((parse_h2load(&text)?, shown))
 }
 
