@@ -51,6 +51,11 @@ impl Routes {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Resolves once a snapshot has been installed.
+    pub async fn installed(&self) {
+        let _ = self.changed.subscribe().wait_for(|n| *n > 0).await;
+    }
+
     /// The current table.
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
@@ -388,11 +393,14 @@ pub async fn run(
 
 /// Where the activator listens, how deep its queues are and the relay's limits, from the
 /// environment: `ACTIVATOR_BIND_ADDRESS` (127.0.0.1), `ACTIVATOR_PORT` (8080),
-/// `ACTIVATOR_QUEUE_DEPTH` (10000), and [`Limits`]' `SLUICE_HTTP_*`.
+/// `SLUICE_ACTIVATOR_FD` (a listening socket passed by the supervisor, used instead of
+/// binding), `ACTIVATOR_QUEUE_DEPTH` (10000), and [`Limits`]' `SLUICE_HTTP_*`.
 #[derive(Clone, Debug)]
 pub struct Env {
     /// The listening address.
     pub bind: SocketAddr,
+    /// The descriptor of a listening socket to serve instead of binding `bind`.
+    pub listen_fd: Option<i32>,
     /// Most requests held per revision.
     pub queue_depth: usize,
     /// The relay's limits.
@@ -412,6 +420,10 @@ impl Env {
             parse_or(env, "ACTIVATOR_BIND_ADDRESS", Ipv4Addr::LOCALHOST.into())?;
         Ok(Self {
             bind: SocketAddr::new(ip, port),
+            listen_fd: match env.get("SLUICE_ACTIVATOR_FD") {
+                Some(_) => Some(parse_or(env, "SLUICE_ACTIVATOR_FD", 0)?),
+                None => None,
+            },
             queue_depth: parse_or(env, "ACTIVATOR_QUEUE_DEPTH", DEFAULT_QUEUE_DEPTH)?,
             limits: Limits::from_env(env)?,
         })
@@ -421,7 +433,10 @@ impl Env {
 /// Runs the activator on `env` with `routes` fed by someone else, reporting to `sink`, until
 /// SIGTERM or SIGINT.
 pub async fn serve(env: Env, routes: Arc<Routes>, sink: report::Sink) -> std::io::Result<()> {
-    let listener = sluice_runtime::listen(env.bind)?;
+    let listener = match env.listen_fd {
+        Some(fd) => sluice_runtime::adopt_listener(fd)?,
+        None => sluice_runtime::listen(env.bind)?,
+    };
     let (pokes, poked) = mpsc::unbounded_channel();
     tokio::spawn(report::report(sink, routes.clone(), poked));
     let options = Options {
@@ -466,6 +481,9 @@ pub fn main_from_env() -> std::process::ExitCode {
         let routes = Routes::new();
         let socket = std::path::PathBuf::from(socket);
         tokio::spawn(source::follow_local(socket.clone(), routes.clone()));
+        // Accept nothing before the first table: a request now would be refused as
+        // unrouted. With a passed socket, clients wait in its accept queue meanwhile.
+        routes.installed().await;
         serve(env, routes, report::Sink::Socket(socket)).await
     });
     match result {

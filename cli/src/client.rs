@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 use sluice_api::config::{DefaultsConfig, FeaturesConfig};
 use sluice_api::{Object, ObjectKind, Revision, Route, Service, keys};
-use sluice_platform::Store;
+use sluice_platform::{Store, StoreError};
 use sluice_platform_kube::KubeStore;
 use sluice_runtime::uds::{self, UdsError};
 
-use sluice_platform::admission::{Platform, Writer, write};
+use sluice_platform::admission::{Platform, WriteError, Writer, write};
 use sluice_platform_local::Home;
 
 /// Talks to the daemon of one home, or to a cluster.
@@ -33,6 +33,12 @@ enum Backend {
         client: kube::Client,
     },
 }
+
+/// A write based on a resourceVersion that is no longer the stored one: read the object
+/// again and re-apply the change.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Conflict(pub String);
 
 /// The outcome of an apply.
 pub struct Applied {
@@ -240,7 +246,13 @@ impl Client {
                     platform: Platform::Kubernetes,
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                WriteError::Store(e @ StoreError::Conflict { .. }) => {
+                    Conflict(e.to_string()).into()
+                }
+                other => anyhow::Error::from(other),
+            })?;
             return Ok(Applied {
                 action: action.to_owned(),
                 object,
@@ -253,6 +265,11 @@ impl Client {
             format!("/v1/{op}")
         };
         let (status, value) = self.call(Method::POST, &path, Some(&obj.to_json())).await?;
+        if status == http::StatusCode::CONFLICT
+            && value.get("reason").and_then(Value::as_str) == Some("Conflict")
+        {
+            return Err(Conflict(Self::error(&value).to_string()).into());
+        }
         if !status.is_success() {
             return Err(Self::error(&value));
         }

@@ -70,12 +70,17 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        let status = match e {
-            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => StatusCode::CONFLICT,
-            StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        // `reason` as in a Kubernetes Status, so clients tell a stale write from a taken name.
+        let (status, reason) = match e {
+            StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+            StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            StoreError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
-        Self::new(status, e.to_string())
+        Self {
+            status,
+            body: json!({ "message": e.to_string(), "reason": reason }),
+        }
     }
 }
 
@@ -224,7 +229,10 @@ impl Admin {
                 StatusCode::OK,
                 &json!({ "action": action, "object": stored.to_json() }),
             )),
-            Err(WriteError::Exists(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+            Err(WriteError::Exists(message)) => Err(ApiError {
+                status: StatusCode::CONFLICT,
+                body: json!({ "message": message, "reason": "AlreadyExists" }),
+            }),
             Err(WriteError::Store(e)) => Err(e.into()),
             Err(WriteError::Invalid(e)) => Err(ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -240,6 +248,11 @@ impl Admin {
         let (tx, rx) = mpsc::channel::<Bytes>(4);
         let mut routing = self.routing.clone();
         tokio::spawn(async move {
+            // The value before the controller's first full pass is a placeholder; an
+            // activator serving from it would refuse every host.
+            if !routing.has_changed().unwrap_or(false) && routing.changed().await.is_err() {
+                return;
+            }
             loop {
                 let snapshot = routing.borrow_and_update().clone();
                 let mut line = serde_json::to_vec(&*snapshot).expect("snapshots serialize");

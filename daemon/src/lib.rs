@@ -24,9 +24,10 @@ use serde_json::json;
 use sluice_controller::{Autoscaler, Controller};
 use sluice_platform::routing::RoutingSnapshot;
 use sluice_platform::{Clock, SystemClock};
-use sluice_platform_local::process::Process;
+use sluice_platform_local::process::{Process, pass_listener};
 use sluice_platform_local::{SqliteStore, Supervisor, SupervisorConfig};
 use sluice_runtime::accept::Acceptor;
+use sluice_runtime::backoff::Backoff;
 use tokio::net::UnixListener;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
@@ -90,15 +91,16 @@ pub async fn run(
     std::fs::create_dir_all(home.config())?;
     let _lock = lock_home(home)?;
 
-    // Refuse early and clearly when the HTTP port is taken.
-    drop(
-        StdTcpListener::bind((Ipv4Addr::LOCALHOST, opts.http_port)).with_context(|| {
+    // The front door's socket: bound here (refusing early and clearly when the port is
+    // taken) and held for the daemon's life, each activator incarnation serving it.
+    let front_door = sluice_runtime::listen((Ipv4Addr::LOCALHOST, opts.http_port).into())
+        .and_then(tokio::net::TcpListener::into_std)
+        .with_context(|| {
             format!(
                 "cannot listen on 127.0.0.1:{}; is something else using it? pass --http-port",
                 opts.http_port
             )
-        })?,
-    );
+        })?;
 
     let configs = settings::load(&home.config(), &opts.domain)?;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(configs));
@@ -172,11 +174,10 @@ pub async fn run(
     let activator_task = tokio::spawn(keep_activator(
         exe,
         socket.clone(),
-        opts.http_port,
+        front_door,
         home.logs(),
         stop_rx,
     ));
-    wait_for_port(opts.http_port).await?;
     eprintln!(
         "Sluice is running: http://NAME.NAMESPACE.{}:{} (home {}). Press Ctrl-C to stop.",
         opts.domain,
@@ -198,35 +199,32 @@ pub async fn run(
     Ok(())
 }
 
-async fn wait_for_port(port: u16) -> anyhow::Result<()> {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    bail!(
-        "the activator did not start listening on 127.0.0.1:{port}; see its log in the home's logs/activator.log"
-    )
-}
-
-/// Runs the activator as a child process, restarting it if it dies, until stopped.
+/// Runs the activator as a child process, restarting it if it dies, until stopped. Every
+/// incarnation serves `listener`, which the daemon holds: while one is being replaced,
+/// clients wait in the accept queue rather than being refused.
 async fn keep_activator(
     exe: PathBuf,
     socket: PathBuf,
-    port: u16,
+    listener: StdTcpListener,
     logs: PathBuf,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    // Back within 100 ms of a crash unless it keeps crashing within 10 s of starting.
+    let mut backoff = Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    );
     loop {
         let mut cmd = Command::new(&exe);
         cmd.arg("activator")
             .env("SLUICE_ROUTING_SOCKET", &socket)
-            .env("ACTIVATOR_PORT", port.to_string());
+            .env(
+                "SLUICE_ACTIVATOR_FD",
+                sluice_runtime::PASSED_LISTENER_FD.to_string(),
+            );
+        pass_listener(&mut cmd, &listener);
+        let started = tokio::time::Instant::now();
         let mut child = match Process::spawn(cmd, &logs.join("activator.log")).await {
             Ok(child) => child,
             Err(error) => {
@@ -248,7 +246,6 @@ async fn keep_activator(
                 tracing::error!(?status, %tail, "The activator exited; restarting it.");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.after(started.elapsed())).await;
     }
 }

@@ -169,6 +169,99 @@ async fn store_round_trip(client: &Client) {
     );
 }
 
+/// Ten read-modify-writes racing through admission on one Service, as ten `sluice service
+/// update --env` would: the stale ones are refused as conflicts and re-applied on a fresh
+/// read, so every change is stored; a write without a resourceVersion still replaces.
+async fn concurrent_writes_all_land(client: &Client) {
+    use sluice_platform::admission::{Platform, WriteError, Writer, write};
+    let store = KubeStore::new(client.clone());
+    let defaults = DefaultsConfig::default();
+    let features = sluice_api::validation::PodSpecFeatures::default();
+    let writer = Writer {
+        defaults: &defaults,
+        features: &features,
+        user: "tester",
+        platform: Platform::Kubernetes,
+    };
+    let manifest = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: racer\nspec:\n  template:\n    spec:\n      containers:\n        - image: example.com/racer\n";
+    let svc = manifest::parse_documents(manifest).unwrap().remove(0);
+    let (action, _) = write(&store, svc.clone(), true, false, writer)
+        .await
+        .unwrap();
+    assert_eq!(action, "created");
+
+    let read = || async {
+        match store
+            .get(ObjectKind::Service, "default", "racer")
+            .await
+            .unwrap()
+        {
+            Some(Object::Service(s)) => s,
+            other => panic!("racer: {other:?}"),
+        }
+    };
+    let env_names = |s: &sluice_api::Service| -> Vec<String> {
+        s.spec.template.spec.containers[0]
+            .env
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    let (mut conflicts, mut landed) = (0, Vec::new());
+    let (store, read) = (&store, &read);
+    let racing = (0..10).map(|i| async move {
+        let mut conflicts = 0;
+        loop {
+            let mut svc = read().await;
+            svc.spec.template.spec.containers[0]
+                .env
+                .push(k8s_openapi::api::core::v1::EnvVar {
+                    name: format!("RACER_{i}"),
+                    value: Some("x".into()),
+                    ..Default::default()
+                });
+            svc.status = None;
+            match write(store, Object::Service(svc), false, false, writer).await {
+                Ok(_) => return (conflicts, format!("RACER_{i}")),
+                Err(WriteError::Store(StoreError::Conflict { .. })) if conflicts < 50 => {
+                    conflicts += 1;
+                }
+                Err(e) => panic!("RACER_{i}: {e}"),
+            }
+        }
+    });
+    for (c, name) in futures_util::future::join_all(racing).await {
+        conflicts += c;
+        landed.push(name);
+    }
+    let stored = env_names(&read().await);
+    for name in &landed {
+        assert!(
+            stored.contains(name),
+            "{name} was acknowledged but is not stored: {stored:?}"
+        );
+    }
+    assert_eq!(stored.len(), 10, "{stored:?}");
+    assert!(
+        conflicts > 0,
+        "ten racing writers never conflicted: the race was not run"
+    );
+
+    // No resourceVersion: a replace of whatever is stored.
+    let (action, replaced) = write(store, svc, false, false, writer).await.unwrap();
+    assert_eq!(action, "configured");
+    let Object::Service(replaced) = replaced else {
+        unreachable!()
+    };
+    assert!(env_names(&replaced).is_empty());
+    assert!(
+        store
+            .delete(ObjectKind::Service, "default", "racer")
+            .await
+            .unwrap()
+    );
+}
+
 /// Applies every top-level manifest in `config/` (the CRDs are installed separately).
 /// Whether the API server's RBAC lets `service_account` (in sluice-system) do `verb` on
 /// `group/resource[/subresource]`.
@@ -251,6 +344,7 @@ async fn kubernetes_api_server() {
     revisions_print_knatives_columns(&client).await;
     schema_accepts_knative_examples_and_rejects_bad_fields(&client).await;
     store_round_trip(&client).await;
+    concurrent_writes_all_land(&client).await;
     manifests_install_with_least_privilege_rbac(&client).await;
     one_leader_at_a_time(&client).await;
 }

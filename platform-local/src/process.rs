@@ -38,6 +38,34 @@ fn harden(cmd: &mut Command) {
     }
 }
 
+/// Gives `cmd`'s process `listener` as descriptor [`PASSED_LISTENER_FD`] (see
+/// [`sluice_runtime::adopt_listener`]); the caller keeps its own copy open, so the socket
+/// outlives the child.
+///
+/// [`PASSED_LISTENER_FD`]: sluice_runtime::PASSED_LISTENER_FD
+#[allow(unsafe_code)]
+pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    let target = sluice_runtime::PASSED_LISTENER_FD;
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2(2) and
+    // fcntl(2), which are async-signal-safe, on descriptors of the child's own table.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec set: clear it instead.
+            let done = if fd == target {
+                nix::libc::fcntl(target, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(fd, target)
+            };
+            if done == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Process {
     /// Spawns `cmd` with its stdout and stderr appended to `log` and kept as a tail.
     pub async fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Self> {

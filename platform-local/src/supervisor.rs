@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_runtime::backoff::Backoff;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
@@ -247,17 +248,23 @@ impl Replica {
     }
 
     async fn run(self, mut stop: oneshot::Receiver<()>) {
-        let mut backoff = Duration::from_millis(500);
+        // A replica that served for a minute before crashing is restarted at once.
+        let mut backoff = Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        );
         loop {
+            let started = tokio::time::Instant::now();
             match self.incarnation(&mut stop).await {
                 Ended::Stopped => return,
                 Ended::Crashed => {}
             }
+            let pause = backoff.after(started.elapsed());
             tokio::select! {
                 _ = &mut stop => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(pause) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 

@@ -37,10 +37,42 @@ pub struct Writer<'a> {
     pub platform: Platform,
 }
 
+/// How often a write without a base resourceVersion is admitted again when another write
+/// lands between its read and its write.
+const REPLACE_ATTEMPTS: usize = 8;
+
 /// Admits `obj` and stores it: created, replaced (`configured`, or `unchanged` when nothing
 /// changed) or, with `dry_run`, only admitted (`validated`). Returns the action and the
 /// object as stored.
+///
+/// A write that carries the resourceVersion it was based on (a read-modify-write, as
+/// `service update` does) is stored only if nothing changed since: otherwise it fails with
+/// [`StoreError::Conflict`] and the caller reads again and re-applies its change, so no
+/// acknowledged update is lost. A write without one (`apply` of a manifest) replaces what is
+/// stored; it is admitted against the object it replaces and written only if that object is
+/// still the stored one, admitted again otherwise.
 pub async fn write<S: Store>(
+    store: &S,
+    obj: Object,
+    create_only: bool,
+    dry_run: bool,
+    writer: Writer<'_>,
+) -> Result<(&'static str, Object), WriteError> {
+    let based_on = obj.meta().resource_version.is_some();
+    let mut attempt = 1;
+    loop {
+        match write_once(store, obj.clone(), create_only, dry_run, writer).await {
+            Err(WriteError::Store(StoreError::Conflict { .. }))
+                if !based_on && attempt < REPLACE_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn write_once<S: Store>(
     store: &S,
     obj: Object,
     create_only: bool,
@@ -70,9 +102,17 @@ pub async fn write<S: Store>(
         return Ok(("validated", admitted));
     }
     Ok(match existing {
-        None => ("created", store.create(admitted).await?),
-        Some(old) => {
+        None => {
             admitted.meta_mut().resource_version = None;
+            ("created", store.create(admitted).await?)
+        }
+        Some(old) => {
+            let meta = admitted.meta_mut();
+            if meta.resource_version.is_none() {
+                // Replace exactly the object admission saw.
+                meta.resource_version
+                    .clone_from(&old.meta().resource_version);
+            }
             let stored = store.update(admitted).await?;
             let same = stored.meta().resource_version == old.meta().resource_version;
             (if same { "unchanged" } else { "configured" }, stored)

@@ -1,7 +1,8 @@
 //! What every Sluice component binary shares, so that no component borrows it from another:
 //! logging ([`init_logging`]), the shutdown signal ([`terminate_signal`]), the process's
 //! descriptor limit ([`raise_fd_limit`]), configuration from an injectable environment
-//! ([`env`]), accepting connections with a bound and a backoff ([`accept`]), and the small
+//! ([`env`]), accepting connections with a bound and a backoff ([`accept`]), restart pauses
+//! ([`backoff`]), and the small
 //! HTTP/1.1 server behind admin ports and sockets ([`admin`]), and the concurrency measure
 //! both proxies report ([`concurrency`]).
 //!
@@ -10,6 +11,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod backoff;
 pub mod concurrency;
 pub mod env;
 pub mod uds;
@@ -60,6 +62,48 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpList
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+/// The descriptor a supervisor hands its child's listening socket on (the first after
+/// stdin, stdout and stderr, as in systemd's socket activation).
+pub const PASSED_LISTENER_FD: i32 = 3;
+
+/// Adopts the listening TCP socket a supervisor passed on descriptor `fd` (see
+/// [`PASSED_LISTENER_FD`]): the supervisor holds it across this process's restarts, so
+/// connections wait in the kernel's accept queue instead of being refused while no process
+/// accepts. Refuses a descriptor that is not a listening TCP socket.
+#[allow(unsafe_code)]
+pub fn adopt_listener(fd: i32) -> std::io::Result<tokio::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt,
+    };
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    let not_ours = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening TCP socket ({what})"),
+        )
+    };
+    // SAFETY: only borrowed for the checks below, while the descriptor is open (fcntl fails
+    // otherwise and nothing else is done with it).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD)
+        .map_err(|e| not_ours(&e.to_string()))?;
+    if !getsockopt(&borrowed, sockopt::AcceptConn).map_err(|e| not_ours(&e.to_string()))? {
+        return Err(not_ours("not listening"));
+    }
+    let addr: SockaddrStorage = getsockname(fd).map_err(|e| not_ours(&e.to_string()))?;
+    if !matches!(
+        addr.family(),
+        Some(AddressFamily::Inet | AddressFamily::Inet6)
+    ) {
+        return Err(not_ours("not TCP/IP"));
+    }
+    // SAFETY: a listening socket, open, handed to this process to own; nothing else in the
+    // process refers to this descriptor.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, as Go's runtime does for

@@ -87,6 +87,10 @@ fn kill9_of_the_daemon_then_restart_brings_services_back() {
         || processes_with("m-crash-1").is_empty(),
     );
     p.up();
+    // The first request after the restart is answered, not refused as an unknown host: the
+    // activator accepts only once it has the controller's first routing table.
+    let (status, body) = p.get("one.default.localhost", "/");
+    assert_eq!(status, 200, "first request after the restart: {body}");
     p.eventually(
         Duration::from_secs(15),
         "services answer after restart",

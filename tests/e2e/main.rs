@@ -4,6 +4,7 @@
 //! (`tests/node/run`).
 
 mod autoscaling;
+mod faults;
 mod grpc;
 mod harness;
 mod kn;

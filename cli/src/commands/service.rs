@@ -13,7 +13,17 @@ use sluice_api::{Object, ObjectKind, RevisionTemplateSpec, Service, ServiceSpec}
 use super::output::{self, Format};
 use super::traffic::{self, TrafficFlags};
 use super::wait;
-use crate::client::Client;
+use crate::client::{Client, Conflict};
+
+/// How often `service update` reads and re-applies its change when other writers keep
+/// landing first (kn tries 3 times; concurrent pipelines make more worth it).
+const UPDATE_ATTEMPTS: u32 = 10;
+
+/// The pause before `attempt`: growing, with jitter so that racing writers spread out.
+fn retry_pause(attempt: u32) -> Duration {
+    let base = 10 * u64::from(attempt);
+    Duration::from_millis(base + fastrand::u64(0..=base))
+}
 
 /// `sluice service …`.
 #[derive(Debug, Subcommand)]
@@ -435,32 +445,44 @@ pub async fn run(client: &Client, namespace: &str, cmd: ServiceCommand) -> anyho
             if !edit.any() && !flags.any() {
                 bail!("flag(s) not set\nUsage: sluice service update NAME [flags]");
             }
-            let Some(Object::Service(mut svc)) =
-                client.get(ObjectKind::Service, namespace, &name).await?
-            else {
-                bail!("service '{name}' not found in namespace '{namespace}'");
-            };
-            let before = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.configuration.latest_ready_revision_name.clone());
-            let generation = svc.metadata.generation;
-            if edit.any() {
-                edit.apply(&mut svc.spec.template)?;
-                edit.name_revision(&name, &mut svc.spec.template);
-            }
-            if flags.any() {
-                let status = svc
+            // Read, change, write based on what was read; when another writer landed in
+            // between, read again and re-apply the same change (kn's retry on conflict).
+            let mut attempt = 1;
+            let (applied, before, generation) = loop {
+                let Some(Object::Service(mut svc)) =
+                    client.get(ObjectKind::Service, namespace, &name).await?
+                else {
+                    bail!("service '{name}' not found in namespace '{namespace}'");
+                };
+                let before = svc
                     .status
                     .as_ref()
-                    .map(|s| s.route.traffic.clone())
-                    .unwrap_or_default();
-                svc.spec.traffic =
-                    traffic::compute(&name, &svc.spec.traffic, &status, &flags, edit.any())
-                        .map_err(anyhow::Error::msg)?;
-            }
-            svc.status = None;
-            let applied = client.apply(&Object::Service(svc), false, false).await?;
+                    .and_then(|s| s.configuration.latest_ready_revision_name.clone());
+                let generation = svc.metadata.generation;
+                if edit.any() {
+                    edit.apply(&mut svc.spec.template)?;
+                    edit.name_revision(&name, &mut svc.spec.template);
+                }
+                if flags.any() {
+                    let status = svc
+                        .status
+                        .as_ref()
+                        .map(|s| s.route.traffic.clone())
+                        .unwrap_or_default();
+                    svc.spec.traffic =
+                        traffic::compute(&name, &svc.spec.traffic, &status, &flags, edit.any())
+                            .map_err(anyhow::Error::msg)?;
+                }
+                svc.status = None;
+                match client.apply(&Object::Service(svc), false, false).await {
+                    Ok(applied) => break (applied, before, generation),
+                    Err(e) if e.is::<Conflict>() && attempt < UPDATE_ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(retry_pause(attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             println!("Updating Service '{name}' in namespace '{namespace}':");
             if applied.object.meta().generation == generation {
                 println!(

@@ -4,6 +4,7 @@
 //! through [`FastPath::ensure`], which remembers what it asked for.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sluice_platform::routing::RoutingSnapshot;
@@ -16,6 +17,9 @@ pub(super) struct FastPath<W> {
     pub(super) workloads: Arc<W>,
     pub(super) autoscaler: Arc<Autoscaler>,
     pub(super) snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+    /// Whether a full pass has published: until then the snapshot is only the empty
+    /// placeholder, which the activator must not serve from.
+    published: AtomicBool,
     /// Every revision's workload as last ensured.
     ensured: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
 }
@@ -30,6 +34,7 @@ impl<W: Workloads> FastPath<W> {
             workloads,
             autoscaler,
             snapshot,
+            published: AtomicBool::new(false),
             ensured: Mutex::default(),
         }
     }
@@ -94,10 +99,12 @@ impl<W: Workloads> FastPath<W> {
         }
     }
 
-    /// Publishes `next` if it differs from the current snapshot.
+    /// Publishes `next` if it differs from the current snapshot, and always the first time
+    /// (an empty first table is still news: the activator waits for it).
     pub(super) fn publish(&self, next: RoutingSnapshot) {
+        let first = !self.published.swap(true, Ordering::AcqRel);
         self.snapshot.send_if_modified(|current| {
-            if **current == next {
+            if **current == next && !first {
                 return false;
             }
             *current = Arc::new(next);

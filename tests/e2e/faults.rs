@@ -1,0 +1,187 @@
+//! Faults a user meets: concurrent writers, and (more to come) dead replicas, crashed
+//! platform processes and failing storage.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Platform, children_of, service_yaml, sluice_bin};
+
+/// The names of the environment variables of `svc`'s first container.
+fn env_names(svc: &serde_json::Value) -> BTreeSet<String> {
+    svc["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Twenty rounds of two `service update --env` racing on one Service: every acknowledged
+/// update is in the stored Service at the end (the store refuses the stale write, the CLI
+/// reads again and re-applies its change).
+#[test]
+fn concurrent_updates_all_land() {
+    let p = Platform::start();
+    let out = p.apply(&service_yaml("race", "serve", "race-marker", "v0", ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut acknowledged = BTreeSet::new();
+    for round in 0..20 {
+        let racing: Vec<_> = ["A", "B"]
+            .iter()
+            .map(|who| {
+                let var = format!("{who}{round}");
+                let child = Command::new(sluice_bin())
+                    .args(["service", "update", "race", "--no-wait", "--env"])
+                    .arg(format!("{var}=x"))
+                    .env("SLUICE_HOME", p.home.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (var, child)
+            })
+            .collect();
+        for (var, child) in racing {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "update {var} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            acknowledged.insert(var);
+        }
+    }
+    let stored = env_names(&p.service_json("race"));
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert_eq!(acknowledged.len(), 40);
+}
+
+/// A manifest that carries the resourceVersion it was read at is refused once the Service
+/// has changed since, naming the conflict, and changes nothing; without one it replaces.
+#[test]
+fn a_stale_resource_version_is_a_conflict() {
+    let p = Platform::start();
+    let out = p.apply(&service_yaml("stale", "serve", "stale-marker", "v1", ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = p.service_json("stale");
+    let rv = read["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.ok(&[
+        "service",
+        "update",
+        "stale",
+        "--no-wait",
+        "--env",
+        "NEWER=1",
+    ]);
+
+    let stale = service_yaml("stale", "serve", "stale-marker", "v2", "").replace(
+        "  name: stale\n",
+        &format!("  name: stale\n  resourceVersion: \"{rv}\"\n"),
+    );
+    let out = p.apply(&stale);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stale write was accepted");
+    assert!(
+        stderr.contains("was changed since it was read") && stderr.contains(&rv),
+        "{stderr}"
+    );
+    let now = p.service_json("stale");
+    assert!(env_names(&now).contains("NEWER"), "{now}");
+    assert!(now.to_string().contains("\"v1\""), "{now}");
+
+    // The same manifest without a resourceVersion is a replace, as documented.
+    let out = p.apply(&service_yaml("stale", "serve", "stale-marker", "v2", ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replaced = p.service_json("stale");
+    assert!(!env_names(&replaced).contains("NEWER"), "{replaced}");
+}
+
+/// `kill -9` of the activator, three times under a steady client: the daemon holds the front
+/// door's socket, so no connection is refused while the next activator starts; at most the
+/// one request inside the killed process fails, and every gap is short.
+#[test]
+fn activator_crashes_refuse_no_connection() {
+    let p = Platform::start();
+    let out = p.apply(&service_yaml("door", "serve", "door-marker", "v1", ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.eventually(Duration::from_secs(20), "door Ready", || p.is_ready("door"));
+    let activator = || -> Option<u32> {
+        children_of(p.daemon_pid()).into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("activator"))
+        })
+    };
+    /// Stops the client however the scope ends, so a failed assertion cannot hang it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    let stop = AtomicBool::new(false);
+    let (ok, failed, longest) = std::thread::scope(|s| {
+        let client = s.spawn(|| {
+            let (mut ok, mut failed, mut longest) = (0u32, Vec::new(), Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, body) = p.get("door.default.localhost", "/");
+                if status == 200 && body.contains("v1") {
+                    ok += 1;
+                    longest = longest.max(started.elapsed());
+                } else {
+                    failed.push(status);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed, longest)
+        });
+        let stopping = Stop(&stop);
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1500));
+            let victim = activator().expect("the daemon runs an activator");
+            Command::new("kill")
+                .args(["-9", &victim.to_string()])
+                .status()
+                .unwrap();
+            p.eventually(Duration::from_secs(10), "a new activator", || {
+                activator().is_some_and(|a| a != victim)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(stopping);
+        client.join().unwrap()
+    });
+    eprintln!("activator kills: {ok} ok, {failed:?} failed, longest answer {longest:?}");
+    assert!(ok > 100, "only {ok} requests answered");
+    assert!(failed.len() <= 3, "more failures than kills: {failed:?}");
+    // Three restarts in a crash loop back off 100, 200 and 400 ms; a request that arrived
+    // meanwhile waited in the accept queue.
+    assert!(
+        longest < Duration::from_secs(2),
+        "a request waited {longest:?}"
+    );
+}
