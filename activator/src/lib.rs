@@ -304,12 +304,13 @@ async fn exchange(
     });
     down.consume_head();
 
-    // A bodiless request goes to another replica when no connection can be made (nothing of
-    // it was sent).
+    // A bodiless request goes to another replica when no connection can be made, or when
+    // the queue-proxy answers that its user process refused it: nothing of it reached a user
+    // process either way.
     let mut tried = Vec::new();
-    let up = loop {
-        match state.pool.take(addr).await {
-            Ok(up) => break up,
+    let relayed = loop {
+        let up = match state.pool.take(addr).await {
+            Ok(up) => up,
             Err(error) => {
                 tried.push(addr);
                 let next = rev
@@ -324,16 +325,34 @@ async fn exchange(
                 };
                 tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
                 (addr, load) = next;
+                continue;
             }
+        };
+        let deadlines = Deadlines::response_start(deadline, deadline, None);
+        let relayed =
+            sluice_relay::exchange(&state.pool, addr, up, down, req, deadlines, true).await;
+        if !matches!(relayed, Err(Failure::Unreached)) {
+            break relayed;
         }
+        tried.push(addr);
+        let next = rev
+            .pick_excluding(&tried)
+            .filter(|_| tried.len() <= CONNECT_RETRIES);
+        let Some(next) = next else {
+            tracing::warn!(revision = %key, %addr, "No replica's user process took the request.");
+            return Err(Failed::Answer(
+                502,
+                format!("error reaching revision {key}: the user process refused the connection\n"),
+            ));
+        };
+        tracing::warn!(revision = %key, %addr, "A replica's user process refused the request; trying another.");
+        (addr, load) = next;
     };
-    let deadlines = Deadlines::response_start(deadline, deadline, None);
-    let relayed = sluice_relay::exchange(&state.pool, addr, up, down, req, deadlines).await;
     drop(load);
     match relayed {
         Ok(keep) => Ok(keep),
         Err(Failure::Timeout) => Err(Failed::Answer(504, "request timeout".into())),
-        Err(Failure::Upstream) => {
+        Err(Failure::Upstream | Failure::Unreached) => {
             tracing::warn!(revision = %key, %addr, "The queue-proxy closed the connection or answered invalid HTTP.");
             Err(Failed::Answer(
                 502,

@@ -331,6 +331,9 @@ impl Replica {
                     return Ended::Stopped;
                 }
                 status = user.wait() => {
+                    // Out of the routing table at once: the queue-proxy's drain below takes
+                    // a while, and every request it got meanwhile would find no process.
+                    self.set(|s| s.ready = None);
                     queue.stop(self.cfg.stop_grace).await;
                     let tail = user.output_tail().await;
                     let (code, reason) = match status {

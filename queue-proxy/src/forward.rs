@@ -18,6 +18,9 @@ enum Failed {
     /// Nothing has been written to the client yet: answer with this status and text (also
     /// how probes are answered).
     Answer(u16, &'static str),
+    /// As `Answer`, marked as having reached no user process (the activator may retry it
+    /// on another replica).
+    Unreached(u16, &'static str),
     /// The client's request is refused (its body stalled or was malformed): answered once
     /// the replica slot is free again, and the connection closed.
     Refused(Refusal),
@@ -41,6 +44,7 @@ pub(crate) async fn serve(state: Arc<State>, mut down: Downstream, peer: SocketA
         let keep = match exchange(&state, &mut down, &req, probe).await {
             Ok(keep) => keep && !down.is_closing(),
             Err(Failed::Answer(status, body)) => down.answer(&req, status, body).await,
+            Err(Failed::Unreached(status, body)) => down.answer_unreached(&req, status, body).await,
             Err(Failed::Refused(refusal)) => {
                 down.refuse(&refusal).await;
                 false
@@ -95,14 +99,23 @@ async fn exchange(
         deadline,
         state.cfg.idle_timeout,
     );
-    let up =
-        state.upstream.take(state.user_addr).await.map_err(|_| {
-            Failed::Answer(502, "error reaching the user process: connection refused")
-        })?;
-    match sluice_relay::exchange(&state.upstream, state.user_addr, up, down, req, deadlines).await {
+    let up = state.upstream.take(state.user_addr).await.map_err(|_| {
+        Failed::Unreached(502, "error reaching the user process: connection refused")
+    })?;
+    let relayed = sluice_relay::exchange(
+        &state.upstream,
+        state.user_addr,
+        up,
+        down,
+        req,
+        deadlines,
+        false,
+    );
+    match relayed.await {
         Ok(keep) => Ok(keep),
         Err(Failure::Timeout) => Err(Failed::Answer(504, "request timeout")),
-        Err(Failure::Upstream) => Err(Failed::Answer(
+        // (Unreached only comes when asked for.)
+        Err(Failure::Upstream | Failure::Unreached) => Err(Failed::Answer(
             502,
             "error reaching the user process: connection closed or invalid response",
         )),

@@ -300,10 +300,32 @@ impl Downstream {
     /// been written; whether the connection can carry another request (only when the
     /// request's body, if any, has been read whole).
     pub async fn answer(&mut self, req: &RequestHead, status: u16, body: &str) -> bool {
+        self.answer_marked(req, status, body, false).await
+    }
+
+    /// As [`answer`](Self::answer), marked [`UNREACHED`](crate::response::UNREACHED): the
+    /// request reached no user process, and the activator may try another replica.
+    pub async fn answer_unreached(&mut self, req: &RequestHead, status: u16, body: &str) -> bool {
+        self.answer_marked(req, status, body, true).await
+    }
+
+    async fn answer_marked(
+        &mut self,
+        req: &RequestHead,
+        status: u16,
+        body: &str,
+        unreached: bool,
+    ) -> bool {
         self.consume_head();
         let body_read = self.skip_body(req);
         let keep = req.keep_alive && body_read && !self.is_closing();
         text_response(&mut self.resp_head, status, body, !keep);
+        if unreached {
+            // Before the empty line that ends the head.
+            let at = self.resp_head.len() - body.len() - 2;
+            let field = format!("{}: 1\r\n", crate::response::UNREACHED);
+            self.resp_head.splice(at..at, field.bytes());
+        }
         let written = self.stream.write_all(&self.resp_head).await.is_ok();
         if written && !keep {
             self.drain_and_close().await;

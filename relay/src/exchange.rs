@@ -62,6 +62,10 @@ pub enum Failure {
     Refused(Refusal),
     /// The client connection cannot be used any more.
     Close,
+    /// The queue-proxy answered that the request reached no user process
+    /// ([`UNREACHED`](crate::response::UNREACHED)); nothing has been written to the client,
+    /// and the request (bodiless) can go to another replica.
+    Unreached,
 }
 
 /// How reading a body failed.
@@ -172,8 +176,10 @@ async fn read_response_head(
 /// `down.buf`) over `up`, a connection to `addr`, and streams the response back: 100-continue
 /// answered by the relay, other informational responses forwarded to HTTP/1.1 clients,
 /// upgrades handed over to a two-way copy. A bodiless request whose pooled connection turns
-/// out closed goes again on a new one. On a clean end the connection goes back to `pool`.
-/// `Ok(keep)` says whether the client connection can carry another request.
+/// out closed goes again on a new one. With `retry_unreached`, a bodiless request that the
+/// upstream (a queue-proxy) answers as having reached no user process ends in
+/// [`Failure::Unreached`] instead of that answer. On a clean end the connection goes back to
+/// `pool`. `Ok(keep)` says whether the client connection can carry another request.
 pub async fn exchange(
     pool: &Pool,
     addr: SocketAddr,
@@ -181,6 +187,7 @@ pub async fn exchange(
     down: &mut Downstream,
     req: &RequestHead,
     deadlines: Deadlines,
+    retry_unreached: bool,
 ) -> Result<bool, Failure> {
     if !down.send_continue(req).await {
         return Err(Failure::Close);
@@ -234,6 +241,10 @@ pub async fn exchange(
             Err(ReadError::Upstream) => return Err(Failure::Upstream),
         }
     };
+    if resp.unreached && retry_unreached && req.framing.is_empty() {
+        // Its connection goes, with the unread rest of that answer.
+        return Err(Failure::Unreached);
+    }
 
     let client = &mut down.stream;
     let resp_head = &mut down.resp_head;

@@ -25,7 +25,14 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the upstream keeps the connection after this exchange.
     pub keep_alive: bool,
+    /// The answer says the request reached no user process ([`UNREACHED`]).
+    pub unreached: bool,
 }
+
+/// A response field a queue-proxy adds to its own answer when it could not reach its user
+/// process (nothing of the request was sent there), so the activator may send the request
+/// to another replica. Never relayed: every hop drops it, so a user process cannot fake it.
+pub const UNREACHED: &str = "k-sluice-unreached";
 
 impl ResponseHead {
     /// How the body is delimited toward the client of `req`: an HTTP/1.0 client cannot take
@@ -72,9 +79,12 @@ pub fn parse_response(
     let (mut length, mut coding) = (None, None);
     let mut options = ConnectionOptions::default();
     let (mut close, mut keep_alive_10) = (false, false);
+    let mut unreached = false;
     for h in resp.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case(UNREACHED) {
+            unreached = true;
+        } else if name.eq_ignore_ascii_case("content-length") {
             if length.is_some() {
                 return Err(BadResponse("more than one Content-Length"));
             }
@@ -153,7 +163,7 @@ pub fn parse_response(
     );
     for h in resp.headers.iter() {
         let name = h.name;
-        let hop = is_one_of(name, &HOP_BY_HOP);
+        let hop = is_one_of(name, &HOP_BY_HOP) || name.eq_ignore_ascii_case(UNREACHED);
         if !hop && !options.lists(name) && (status == 101 || !name.eq_ignore_ascii_case("upgrade"))
         {
             field(out, name.as_bytes(), h.value);
@@ -167,6 +177,7 @@ pub fn parse_response(
         status,
         framing,
         keep_alive: !close && (!http10 || keep_alive_10),
+        unreached,
     }))
 }
 
@@ -224,6 +235,23 @@ mod tests {
         let mut out = Vec::new();
         let head = parse_response(raw.as_bytes(), MAX, req, &mut out)?.unwrap();
         Ok((head, String::from_utf8(out).unwrap()))
+    }
+
+    #[test]
+    fn the_unreached_mark_is_read_and_never_relayed() {
+        let (r, out) = parse(
+            "HTTP/1.1 502 Bad Gateway\r\nK-Sluice-Unreached: 1\r\nContent-Length: 0\r\n\r\n",
+            &get(),
+        )
+        .unwrap();
+        assert!(r.unreached);
+        assert!(!out.to_ascii_lowercase().contains("unreached"), "{out}");
+        let (r, _) = parse(
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+            &get(),
+        )
+        .unwrap();
+        assert!(!r.unreached);
     }
 
     #[test]

@@ -3,10 +3,20 @@
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Platform, children_of, service_yaml, sluice_bin};
+use crate::harness::{Platform, children_of, processes_with, service_yaml, sluice_bin, testapp};
+
+/// Stops load threads however a scope ends, so a failed assertion cannot hang the test.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// The names of the environment variables of `svc`'s first container.
 fn env_names(svc: &serde_json::Value) -> BTreeSet<String> {
@@ -134,13 +144,6 @@ fn activator_crashes_refuse_no_connection() {
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("activator"))
         })
     };
-    /// Stops the client however the scope ends, so a failed assertion cannot hang it.
-    struct Stop<'a>(&'a AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
 
     let stop = AtomicBool::new(false);
     let (ok, failed, longest) = std::thread::scope(|s| {
@@ -184,4 +187,92 @@ fn activator_crashes_refuse_no_connection() {
         longest < Duration::from_secs(2),
         "a request waited {longest:?}"
     );
+}
+
+/// Two replicas under two steady clients; `kill -9` of one replica's user process, then (once
+/// it is back) of the other replica's queue-proxy. The replica leaves the routing table as
+/// soon as its process exits, and a request the dead user process never took goes to the
+/// other replica: at most the requests inside the killed process fail.
+#[test]
+fn a_dead_replica_drops_no_request() {
+    let p = Platform::start();
+    let app = testapp();
+    p.ok(&[
+        "service",
+        "create",
+        "dead",
+        "--cmd",
+        app.to_str().unwrap(),
+        "--arg",
+        "serve",
+        "--arg",
+        "m-dead-replica",
+        "--scale-min",
+        "2",
+        "--env",
+        "TARGET=v1",
+    ]);
+    let users = || processes_with("m-dead-replica");
+    p.eventually(Duration::from_secs(20), "two replicas", || {
+        users().len() == 2
+    });
+    let queue_proxies = || -> Vec<u32> {
+        children_of(p.daemon_pid())
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("queue-proxy"))
+            })
+            .collect()
+    };
+    let stop = AtomicBool::new(false);
+    let ok = AtomicU32::new(0);
+    let failed = Mutex::new(Vec::new());
+    let kill = |pid: u32| {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    std::thread::scope(|s| {
+        let stopping = Stop(&stop);
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = p.get("dead.default.localhost", "/");
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.lock().unwrap().push(format!("{status} {body}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let victim = users()[0];
+        kill(victim);
+        std::thread::sleep(Duration::from_secs(2));
+        p.eventually(Duration::from_secs(20), "the replica back", || {
+            users().len() == 2 && !users().contains(&victim) && p.is_ready("dead")
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let before_qp = ok.load(Ordering::Relaxed);
+        kill(queue_proxies()[0]);
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            ok.load(Ordering::Relaxed) > before_qp + 50,
+            "requests stopped"
+        );
+        drop(stopping);
+    });
+    let failed = failed.into_inner().unwrap();
+    let ok = ok.into_inner();
+    eprintln!(
+        "dead replicas: {ok} ok, {} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 500, "only {ok} answered");
+    // Two kills, each with at most the two clients' requests inside the killed process.
+    assert!(failed.len() <= 4, "{failed:?}");
 }
