@@ -149,12 +149,7 @@ impl RevisionScaler {
     /// A scaler for a revision that starts at its initial scale at `now`.
     pub fn new(spec: ScalerSpec, now: Duration) -> Self {
         let initial = spec.bounds.initial_replicas();
-        let tbc = spec.decider.target_burst_capacity;
-        let excess_burst_capacity = if tbc <= 0.0 {
-            tbc.max(-1.0)
-        } else {
-            f64::from(initial) * spec.decider.total - tbc
-        };
+        let excess_burst_capacity = Self::starting_burst_capacity(&spec, initial);
         Self {
             stable: WindowBuckets::new(spec.decider.stable_window),
             panic: WindowBuckets::new(spec.panic_window),
@@ -173,6 +168,35 @@ impl RevisionScaler {
             },
             activity_since: now,
             spec,
+        }
+    }
+
+    /// A scaler for a revision that was scaled to `desired` replicas before this process
+    /// started (a restarted daemon or a new leader): it resumes there, within its bounds,
+    /// rather than at the initial scale, so a revision at zero stays at zero until a request
+    /// comes and a running one keeps its scale.
+    pub fn resume(spec: ScalerSpec, now: Duration, desired: u32) -> Self {
+        let mut scaler = Self::new(spec, now);
+        let desired = scaler.spec.bounds.clamp(desired);
+        // It reached its initial scale in an earlier life; min-scale alone holds now.
+        scaler.initialized = true;
+        scaler.scale.desired = desired;
+        scaler.scale.activity = if desired == 0 {
+            Activity::Inactive
+        } else {
+            Activity::Activating
+        };
+        scaler.scale.excess_burst_capacity = Self::starting_burst_capacity(&scaler.spec, desired);
+        scaler
+    }
+
+    /// Excess burst capacity before any measurement, with `replicas` wanted.
+    fn starting_burst_capacity(spec: &ScalerSpec, replicas: u32) -> f64 {
+        let tbc = spec.decider.target_burst_capacity;
+        if tbc <= 0.0 {
+            tbc.max(-1.0)
+        } else {
+            f64::from(replicas) * spec.decider.total - tbc
         }
     }
 
@@ -422,6 +446,46 @@ mod tests {
         r.run(10, 300, 0.0);
         let inactive = r.first(|s| s.activity == Activity::Inactive).unwrap();
         assert_eq!(r.first(|s| s.desired == 0).unwrap(), inactive + 90);
+    }
+
+    #[test]
+    fn a_resumed_scaler_keeps_its_earlier_scale() {
+        // At zero before the restart: stays at zero through idleness, wakes on a poke.
+        let mut r = Replay::new(spec(&[], 0));
+        r.scaler = RevisionScaler::resume(r.scaler.spec().clone(), Duration::ZERO, 0);
+        r.ready = 0;
+        assert_eq!(r.scaler.scale().activity, Activity::Inactive);
+        r.run(0, 120, 0.0);
+        assert!(
+            r.decisions.iter().all(|(_, s)| s.desired == 0),
+            "{:?}",
+            r.decisions
+        );
+        let now = Duration::from_secs(121);
+        let busy = Stat {
+            concurrency: 1.0,
+            rps: 1.0,
+        };
+        assert!(r.scaler.poke(now, busy));
+        assert_eq!(r.scaler.tick(now, 0).desired, 1);
+
+        // Running at 3 under load (20 in flight, 7 a replica): resumes at 3, not at 1.
+        let mut r = Replay::new(spec(&[], 10));
+        r.scaler = RevisionScaler::resume(r.scaler.spec().clone(), Duration::ZERO, 3);
+        r.ready = 3;
+        r.run(0, 20, 20.0);
+        assert!(
+            r.decisions.iter().all(|(_, s)| s.desired == 3),
+            "{:?}",
+            r.decisions
+        );
+
+        // Bounds still hold: min-scale 2 raises a revision that was at zero.
+        let s = spec(&[(sluice_api::autoscaling::MIN_SCALE, "2")], 0);
+        assert_eq!(
+            RevisionScaler::resume(s, Duration::ZERO, 0).scale().desired,
+            2
+        );
     }
 
     #[test]

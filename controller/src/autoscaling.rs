@@ -24,6 +24,8 @@ pub const TICK_PERIOD: Duration = Duration::from_secs(2);
 /// activator's reports.
 pub struct Autoscaler {
     scalers: Mutex<HashMap<RevisionKey, RevisionScaler>>,
+    /// Every revision synced in this process's life: only a first sync resumes a stored scale.
+    seen: Mutex<HashSet<RevisionKey>>,
     clock: Arc<dyn Clock>,
     changes: watch::Sender<u64>,
 }
@@ -33,6 +35,7 @@ impl Autoscaler {
     pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             scalers: Mutex::default(),
+            seen: Mutex::default(),
             clock,
             changes: watch::channel(0).0,
         })
@@ -47,14 +50,19 @@ impl Autoscaler {
         self.changes.subscribe()
     }
 
-    /// The scale of a reachable revision under `spec`, starting its scaler at the initial
-    /// scale the first time.
-    pub fn sync(&self, key: &RevisionKey, spec: ScalerSpec) -> Scale {
+    /// The scale of a reachable revision under `spec`. Its scaler starts the first time:
+    /// at `before` when the revision was scaled there before this process started (its
+    /// stored status says so; a restart must not wake every revision at zero), else at the
+    /// initial scale.
+    pub fn sync(&self, key: &RevisionKey, spec: ScalerSpec, before: Option<u32>) -> Scale {
         let now = self.now();
         let mut scalers = self.scalers.lock().expect("autoscaler lock");
-        let scaler = scalers
-            .entry(key.clone())
-            .or_insert_with(|| RevisionScaler::new(spec.clone(), now));
+        let first = self.seen.lock().expect("seen lock").insert(key.clone());
+        let resumed = before.filter(|_| first);
+        let scaler = scalers.entry(key.clone()).or_insert_with(|| match resumed {
+            Some(desired) => RevisionScaler::resume(spec.clone(), now, desired),
+            None => RevisionScaler::new(spec.clone(), now),
+        });
         if *scaler.spec() != spec {
             scaler.set_spec(spec);
         }
@@ -258,7 +266,7 @@ mod tests {
             ..AutoscalerConfig::default()
         };
         let spec = ScalerSpec::resolve(&Default::default(), 0, &cfg);
-        assert_eq!(a.sync(&key, spec.clone()).desired, 0);
+        assert_eq!(a.sync(&key, spec.clone(), None).desired, 0);
         let mut changes = a.changes();
         changes.mark_unchanged();
         a.report(&ActivatorStat {
@@ -268,6 +276,6 @@ mod tests {
             held_requests: 1.0,
         });
         assert!(changes.has_changed().unwrap(), "the driver is woken");
-        assert_eq!(a.sync(&key, spec).desired, 1);
+        assert_eq!(a.sync(&key, spec, None).desired, 1);
     }
 }

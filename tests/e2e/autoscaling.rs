@@ -129,3 +129,29 @@ fn a_hundred_concurrent_requests_scale_out_but_never_past_max_scale() {
     assert!((2..=10).contains(&desired), "desired {desired}");
     eprintln!("burst: 100 requests in {took:?}, peak {peak} replicas");
 }
+
+/// A daemon restart leaves a revision that was at zero at zero (no wake-up herd): nothing
+/// starts it until a request comes, and then the request is held and answered as before.
+#[test]
+fn a_daemon_restart_wakes_no_revision_at_zero() {
+    let mut p = Platform::start_with_config(&[SHORT_GRACE]);
+    create(&p, "sleepy", "env", "m-sleepy", &["--scale-window", "6s"]);
+    assert_eq!(p.get("sleepy.default.localhost", "/").0, 200);
+    p.eventually(Duration::from_secs(40), "sleepy at zero", || {
+        replicas(&p, "sleepy-00001").1 == 0 && processes_with("m-sleepy").is_empty()
+    });
+    p.kill9();
+    p.up();
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < quiet_until {
+        assert!(
+            processes_with("m-sleepy").is_empty(),
+            "the restart woke a revision at zero"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(replicas(&p, "sleepy-00001").1, 0);
+    let (status, body) = p.get("sleepy.default.localhost", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("K_REVISION=sleepy-00001"), "{body}");
+}

@@ -54,7 +54,12 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             let key = revision::key(rev);
             let scale = reachable.contains(&key).then(|| {
                 let spec = revision::scaler_spec(rev, &settings.autoscaler);
-                self.autoscaler.sync(&key, spec)
+                let before = rev
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.desired_replicas)
+                    .and_then(|d| u32::try_from(d).ok());
+                self.autoscaler.sync(&key, spec, before)
             });
             if let Some(scale) = scale {
                 scaled.insert(key.clone());
