@@ -249,3 +249,58 @@ impl Container {
             .and_then(|e| e.value.as_deref())
     }
 }
+
+/// Expands `$(NAME)` references in a container's `command` and `args` as the kubelet does:
+/// `$(NAME)` becomes the value of the environment variable `NAME` when `lookup` knows it and
+/// stays as written otherwise; `$$` is a literal `$` (so `$$(NAME)` stays `$(NAME)`). This is
+/// how a manifest passes the port Knative gives the container (`args: ["--port=$(PORT)"]`).
+pub fn expand_env_refs(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+            && let Some(value) = lookup(&inner[..end])
+        {
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod expand_tests {
+    use super::expand_env_refs;
+
+    fn expand(text: &str) -> String {
+        expand_env_refs(text, |name| match name {
+            "PORT" => Some("38745".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn references_expand_as_the_kubelet_expands_them() {
+        assert_eq!(expand("--port=$(PORT)"), "--port=38745");
+        assert_eq!(expand("$(PORT)$(PORT)"), "3874538745");
+        assert_eq!(expand("a$(EMPTY)b"), "ab");
+        // Unknown names, escapes and unfinished references stay as written.
+        assert_eq!(expand("$(NOPE)"), "$(NOPE)");
+        assert_eq!(expand("$$(PORT)"), "$(PORT)");
+        assert_eq!(expand("$$$(PORT)"), "$38745");
+        assert_eq!(expand("cost: $5 $(PORT"), "cost: $5 $(PORT");
+        assert_eq!(expand("$"), "$");
+        assert_eq!(expand("$PORT ${PORT}"), "$PORT ${PORT}");
+    }
+}

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use sluice_api::contract::{QueueProxyEnv, user_env};
+use sluice_api::template::expand_env_refs;
 
 use crate::ports::free_port;
 use crate::process::{Process, exit_reason};
@@ -378,17 +379,20 @@ impl Replica {
         // The program is `command` then `args`; only literal env values exist here (admission
         // refuses valueFrom and envFrom on the local platform).
         let c = &spec.container;
-        let mut cmd = Command::new(&c.command[0]);
-        cmd.args(c.command[1..].iter().chain(&c.args));
-        cmd.envs(
-            c.env
-                .iter()
-                .filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?))),
-        );
-        cmd.env(user_env::PORT, ports.user.to_string())
-            .env(user_env::SERVICE, &spec.service)
-            .env(user_env::CONFIGURATION, &spec.configuration)
-            .env(user_env::REVISION, &spec.key.name);
+        let mut env: HashMap<&str, String> = c
+            .env
+            .iter()
+            .filter_map(|e| Some((e.name.as_str(), e.value.clone()?)))
+            .collect();
+        env.insert(user_env::PORT, ports.user.to_string());
+        env.insert(user_env::SERVICE, spec.service.clone());
+        env.insert(user_env::CONFIGURATION, spec.configuration.clone());
+        env.insert(user_env::REVISION, spec.key.name.clone());
+        // `$(PORT)` and the like in command and args, as the kubelet expands them.
+        let expand = |text: &String| expand_env_refs(text, |name| env.get(name).cloned());
+        let mut cmd = Command::new(expand(&c.command[0]));
+        cmd.args(c.command[1..].iter().chain(&c.args).map(expand));
+        cmd.envs(&env);
         if let Some(dir) = &c.working_dir {
             cmd.current_dir(dir);
         }

@@ -19,7 +19,10 @@ use std::time::Duration;
 fn main() {
     exit_on_sigterm();
     let mode = std::env::args().nth(1).unwrap_or_else(|| "env".into());
-    let port = std::env::var("PORT").expect("PORT is set by the platform");
+    // `--port=N` (given as `--port=$(PORT)` in a manifest) wins over $PORT.
+    let port = std::env::args()
+        .find_map(|a| a.strip_prefix("--port=").map(str::to_owned))
+        .unwrap_or_else(|| std::env::var("PORT").expect("PORT is set by the platform"));
     let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a number")))
         .expect("bind $PORT");
     let active = Arc::new(AtomicUsize::new(0));

@@ -198,3 +198,25 @@ fn quickstart_serves_hello_world() {
     );
     assert_eq!(result, (200, "Hello World!\n".to_owned()));
 }
+
+/// `$(PORT)` in a container's args is the port the replica was given, as the kubelet expands
+/// it: an app that takes its port as an argument runs unchanged from a Knative manifest.
+#[test]
+fn port_in_args_expands_like_the_kubelet() {
+    let p = Platform::start();
+    let yaml = service_yaml("argport", "env", "m-argport", "v1", "")
+        .replace("\"m-argport\"]", "\"m-argport\", \"--port=$(PORT)\"]");
+    assert!(yaml.contains("--port=$(PORT)"), "{yaml}");
+    let out = p.apply(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.eventually(Duration::from_secs(15), "argport Ready", || {
+        p.is_ready("argport")
+    });
+    let (status, body) = p.get("argport.default.localhost", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("TARGET=v1"), "{body}");
+}
