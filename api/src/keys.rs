@@ -37,3 +37,6 @@ pub const ROUTING_STATE_MODIFIED: &str = "serving.knative.dev/routingStateModifi
 pub const CLIENT_UPDATE_TIMESTAMP: &str = "client.knative.dev/updateTimestamp";
 /// The prefix of every label and annotation Serving sets itself.
 pub const SERVING_PREFIX: &str = "serving.knative.dev/";
+/// Annotation on a revision template: how long its replicas may take to first become ready
+/// before the revision fails with `ProgressDeadlineExceeded` (Knative's, default 600 s).
+pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";

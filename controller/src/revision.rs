@@ -77,6 +77,25 @@ fn no_traffic() -> Condition {
     )
 }
 
+/// Knative's default progress deadline (config-deployment `progress-deadline`).
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Whether `rev`, never ready yet, has been deploying past its progress deadline
+/// (`serving.knative.dev/progress-deadline`, else [`PROGRESS_DEADLINE`]) at `now`.
+fn past_progress_deadline(rev: &Revision, now: jiff::Timestamp) -> bool {
+    let deadline = annotations(&rev.metadata)
+        .get(keys::PROGRESS_DEADLINE)
+        .and_then(|v| sluice_api::config::parse_duration(v))
+        .unwrap_or(PROGRESS_DEADLINE);
+    let Some(created) = rev.metadata.creation_timestamp.as_ref() else {
+        return false;
+    };
+    let Ok(deadline) = jiff::SignedDuration::try_from(deadline) else {
+        return false;
+    };
+    now.duration_since(created.0) > deadline
+}
+
 /// The revision's status from its workload and its autoscaler's activity: Ready once a replica
 /// is ready (and still Ready while scaled to zero or scaling back up), False with the exit code
 /// and output tail while replicas crash; Active from the autoscaler, or from the workload for
@@ -133,6 +152,22 @@ pub fn status(
                     Condition::true_("ResourcesAvailable"),
                     Condition::true_("ContainerHealthy"),
                     active,
+                    0,
+                    desired,
+                )
+            } else if past_progress_deadline(rev, now) {
+                // Knative's verdict on a revision that never reached its initial scale.
+                let failed = |t: &str| {
+                    Condition::false_(
+                        t,
+                        "ProgressDeadlineExceeded",
+                        "Initial scale was never achieved".to_owned(),
+                    )
+                };
+                (
+                    failed("ResourcesAvailable"),
+                    deploying("ContainerHealthy"),
+                    queued(),
                     0,
                     desired,
                 )
@@ -277,6 +312,51 @@ mod tests {
             (st.actual_replicas, st.desired_replicas),
             (Some(0), Some(1))
         );
+    }
+
+    #[test]
+    fn never_ready_past_the_progress_deadline_fails_the_revision() {
+        let mut r = rev();
+        r.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t0()));
+        let deploying = WorkloadStatus {
+            desired: 1,
+            ..WorkloadStatus::default()
+        };
+        let at = |secs: i64| t0() + jiff::SignedDuration::from_secs(secs);
+        let reason = |st: &RevisionStatus| {
+            let ready = condition::find(&st.conditions, "Ready").unwrap();
+            (ready.status, ready.reason.clone().unwrap_or_default())
+        };
+        let st = status(&r, Some(&deploying), Some(Activity::Activating), at(600));
+        assert_eq!(reason(&st).0, condition::ConditionStatus::Unknown, "{st:?}");
+        let st = status(&r, Some(&deploying), Some(Activity::Activating), at(601));
+        assert_eq!(
+            reason(&st),
+            (
+                condition::ConditionStatus::False,
+                "ProgressDeadlineExceeded".to_owned()
+            )
+        );
+        let message = condition::find(&st.conditions, "ResourcesAvailable").unwrap();
+        assert_eq!(
+            message.message.as_deref(),
+            Some("Initial scale was never achieved")
+        );
+
+        // The annotation sets it; a replica turning ready clears it.
+        r.metadata.annotations =
+            Some([(keys::PROGRESS_DEADLINE.to_owned(), "30s".to_owned())].into());
+        let st = status(&r, Some(&deploying), Some(Activity::Activating), at(31));
+        assert_eq!(reason(&st).1, "ProgressDeadlineExceeded");
+        r.status = Some(st);
+        let ok = WorkloadStatus {
+            desired: 1,
+            endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+            ..WorkloadStatus::default()
+        };
+        let st = status(&r, Some(&ok), Some(Activity::Active), at(40));
+        assert!(condition::is_ready(&st.conditions), "{st:?}");
     }
 
     #[test]

@@ -276,3 +276,50 @@ fn a_dead_replica_drops_no_request() {
     // Two kills, each with at most the two clients' requests inside the killed process.
     assert!(failed.len() <= 4, "{failed:?}");
 }
+
+/// An app that never listens on its port is told so: past the progress deadline the revision
+/// is Ready=False with Knative's ProgressDeadlineExceeded, and `service create` says why.
+#[test]
+fn an_app_that_never_listens_fails_at_the_progress_deadline() {
+    let p = Platform::start();
+    let yaml = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: deaf
+spec:
+  template:
+    metadata:
+      annotations:
+        serving.knative.dev/progress-deadline: 3s
+    spec:
+      containers:
+        - image: example.com/deaf
+          command: ["sleep", "600"]
+"#;
+    let out = p.apply(yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.eventually(Duration::from_secs(20), "deaf fails", || {
+        let rev: serde_json::Value =
+            match p.sluice(&["revision", "describe", "deaf-00001", "-o", "json"]) {
+                out if out.status.success() => serde_json::from_slice(&out.stdout).unwrap(),
+                _ => return false,
+            };
+        rev["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["type"] == "Ready"
+                    && c["status"] == "False"
+                    && c["reason"] == "ProgressDeadlineExceeded"
+                    && c["message"] == "Initial scale was never achieved"
+            })
+    });
+    let out = p.sluice(&["service", "describe", "deaf"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Initial scale was never achieved"), "{text}");
+}
