@@ -75,6 +75,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
             StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "StorageUnavailable"),
             StoreError::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
         Self {

@@ -76,6 +76,43 @@ fn lock_home(home: &Home) -> anyhow::Result<Flock<File>> {
     }
 }
 
+/// Opens the object store. While its storage is unavailable (the file locked by another
+/// process, a full disk) says why once and retries every second, so the daemon starts as soon
+/// as the cause is gone.
+async fn open_store(path: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    let mut told = false;
+    loop {
+        match SqliteStore::open(path) {
+            Ok(store) => return Ok(store),
+            Err(sluice_platform::StoreError::Unavailable(why)) => {
+                if !told {
+                    eprintln!("Waiting for the object store: {why}");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("cannot open {}", path.display()));
+            }
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every warm replica costs the daemon
+/// a handful of descriptors (pipes, sockets), and the common default soft limit of 1,024 would
+/// stop it near 150 replicas.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
 /// Runs the local platform until `shutdown` resolves. `ready` is told once the admin API and
 /// the activator are up.
 pub async fn run(
@@ -90,6 +127,8 @@ pub async fn run(
     std::fs::create_dir_all(home.logs())?;
     std::fs::create_dir_all(home.config())?;
     let _lock = lock_home(home)?;
+    let files = raise_fd_limit();
+    tracing::debug!(files, "Open-file limit.");
 
     // The front door's socket: bound here (refusing early and clearly when the port is
     // taken) and held for the daemon's life, each activator incarnation serving it.
@@ -110,10 +149,7 @@ pub async fn run(
         settings_tx,
     ));
 
-    let store = Arc::new(
-        SqliteStore::open(&home.database())
-            .with_context(|| format!("cannot open {}", home.database().display()))?,
-    );
+    let store = Arc::new(open_store(&home.database()).await?);
     let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
     let supervisor = Arc::new(Supervisor::new(SupervisorConfig {
         queue_proxy: vec![exe.display().to_string(), "queue-proxy".to_owned()],
@@ -228,8 +264,12 @@ async fn keep_activator(
         let mut child = match Process::spawn(cmd, &logs.join("activator.log")).await {
             Ok(child) => child,
             Err(error) => {
-                tracing::error!(%error, "Cannot start the activator.");
-                return;
+                tracing::error!(%error, "Cannot start the activator; retrying.");
+                let pause = backoff.after(Duration::ZERO);
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(pause) => continue,
+                }
             }
         };
         let exited = tokio::select! {

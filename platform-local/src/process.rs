@@ -10,12 +10,16 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 /// How many output lines are kept for failure messages.
 const TAIL_LINES: usize = 12;
+
+/// Longest line kept whole: a longer one is split (an app's output never grows a buffer
+/// without bound).
+const MAX_LINE: u64 = 16 * 1024;
 
 /// A running child process.
 pub struct Process {
@@ -67,21 +71,29 @@ pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
 }
 
 impl Process {
-    /// Spawns `cmd` with its stdout and stderr appended to `log` and kept as a tail.
+    /// Spawns `cmd` with its stdout and stderr appended to `log` and kept as a tail. A log
+    /// that cannot be opened (a full or read-only disk) does not stop the process: its output
+    /// is then only kept as the tail.
     pub async fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Self> {
         harden(&mut cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let file = match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .await
+        {
+            Ok(file) => Some(Arc::new(tokio::sync::Mutex::new(file))),
+            Err(error) => {
+                tracing::warn!(log = %log.display(), %error, "Cannot open the log; keeping only the last lines of output.");
+                None
+            }
+        };
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .map(Pid::from_raw);
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .await?;
-        let file = Arc::new(tokio::sync::Mutex::new(file));
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -96,6 +108,11 @@ impl Process {
             tail,
             readers,
         })
+    }
+
+    /// The process's id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.pid.and_then(|p| u32::try_from(p.as_raw()).ok())
     }
 
     /// Waits for the process to exit.
@@ -129,23 +146,39 @@ impl Process {
     }
 }
 
+/// Copies a child's output to its log and tail, line by line, whatever bytes it writes: the
+/// pipe is drained until the child closes it, so a child never blocks on its own output.
 async fn pump(
     stream: impl AsyncRead + Unpin,
-    file: Arc<tokio::sync::Mutex<tokio::fs::File>>,
+    file: Option<Arc<tokio::sync::Mutex<tokio::fs::File>>>,
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
         {
-            let mut f = file.lock().await;
-            let _ = f.write_all(line.as_bytes()).await;
-            let _ = f.write_all(b"\n").await;
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
+        if let Some(file) = &file {
+            let mut f = file.lock().await;
+            let _ = f.write_all(&line).await;
+            if line.last() != Some(&b'\n') {
+                let _ = f.write_all(b"\n").await;
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
         let mut t = tail.lock().expect("tail lock poisoned");
         if t.len() == TAIL_LINES {
             t.pop_front();
         }
-        t.push_back(line);
+        t.push_back(text.to_owned());
     }
 }
 

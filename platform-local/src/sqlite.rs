@@ -1,27 +1,145 @@
-//! The local object store: one SQLite file (WAL) written only by the daemon.
+//! The local object store: one SQLite file written only by the daemon.
 //!
 //! Each object is one row of JSON keyed by kind, namespace and name. A global counter gives
 //! resourceVersions; every committed change bumps a watch channel that wakes the reconcilers.
+//!
+//! Durability and faults:
+//! - `journal_mode=WAL` with `synchronous=FULL` for create, update and delete: the WAL is
+//!   fsynced before the write is acknowledged, so what a user applied survives a crash of the
+//!   daemon or of the machine. Status writes (recomputed by the controllers after a restart)
+//!   commit with `synchronous=NORMAL`: they survive a crash of the daemon, not a power loss.
+//! - `locking_mode=EXCLUSIVE`: the daemon holds the file's lock for its life (no other process
+//!   can lock it from under the daemon), and SQLite keeps the WAL index in the daemon's heap
+//!   instead of a memory-mapped `-shm` file, whose pages kill a process with SIGBUS when the
+//!   disk under them fills or fails.
+//! - A read-only, full or failing disk, or a database locked at start, gives
+//!   [`StoreError::Unavailable`] naming the cause and the fix; nothing is changed and the
+//!   connection stays usable, so the same write succeeds once the cause is gone.
+//! - A WAL (or database) file removed from under the daemon is noticed after every write: its
+//!   contents are checkpointed into the database (or the database is written out again) and the
+//!   files reopened, so no acknowledged write lives only in an unlinked file.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::Value;
 use sluice_api::{Object, ObjectKind};
 use tokio::sync::watch;
 
 use sluice_platform::store::{Store, StoreError};
 
+/// How long opening waits for another process's lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    db: Mutex<Db>,
     changes: watch::Sender<u64>,
+}
+
+/// The connection and what is known of the files under it.
+struct Db {
+    /// `None` only after a reopen failed; the next operation tries again.
+    conn: Option<Connection>,
+    /// The database's files; `None` in memory.
+    files: Option<Files>,
+    /// Whether the connection is at `synchronous=FULL`.
+    full_sync: bool,
+}
+
+/// The identity (device, inode) of the database and WAL files the connection has open, to
+/// notice one removed or replaced under it.
+struct Files {
+    path: PathBuf,
+    db: Option<(u64, u64)>,
+    wal: Option<(u64, u64)>,
 }
 
 fn backend(e: impl Into<sluice_platform::store::BoxError>) -> StoreError {
     StoreError::Backend(e.into())
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// A SQLite failure that comes from the storage rather than from Sluice: the error the user
+/// sees names the cause and the fix.
+fn unavailable(path: Option<&Path>, e: &rusqlite::Error) -> Option<StoreError> {
+    let rusqlite::Error::SqliteFailure(failure, _) = e else {
+        return None;
+    };
+    let code = failure.code;
+    let storage = matches!(
+        code,
+        ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::PermissionDenied
+    );
+    if !storage {
+        return None;
+    }
+    let db = path.map_or_else(|| "the database".to_owned(), |p| p.display().to_string());
+    let dir = path.and_then(Path::parent);
+    let fs = dir.and_then(|d| nix::sys::statvfs::statvfs(d).ok());
+    let read_only = fs
+        .as_ref()
+        .is_some_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    let free = fs
+        .as_ref()
+        .map(|s| s.blocks_available() * s.fragment_size());
+    // What the file system says to a write of its own: the errno SQLite saw is not kept.
+    let probe = dir.map(|d| {
+        let file = d.join(".sluice-write-probe");
+        let made = std::fs::write(&file, b"probe");
+        let _ = std::fs::remove_file(&file);
+        made.err().and_then(|e| e.raw_os_error())
+    });
+    let read_only = read_only || probe == Some(Some(nix::libc::EROFS));
+    let full = probe == Some(Some(nix::libc::ENOSPC));
+    let where_ = dir.map_or_else(String::new, |d| format!(" holding {}", d.display()));
+    let message = if read_only || code == ErrorCode::ReadOnly {
+        format!(
+            "cannot save: the file system{where_} is read-only ({e}); nothing was changed. Make it writable (check `dmesg` for disk errors, repair it) and restart Sluice; running services keep serving meanwhile"
+        )
+    } else if full || code == ErrorCode::DiskFull || free.is_some_and(|f| f < 1 << 20) {
+        format!(
+            "cannot save: the disk{where_} is full ({} bytes free; {e}); nothing was changed. Free some space and retry: Sluice saves again as soon as there is room",
+            free.unwrap_or(0)
+        )
+    } else if matches!(code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) {
+        format!(
+            "cannot use {db}: it is locked by another process ({e}). Close whatever has it open (an sqlite3 shell?); only the Sluice daemon may open it"
+        )
+    } else {
+        format!("cannot save to {db}: {e}; nothing was changed. Check the disk{where_} and retry")
+    };
+    Some(StoreError::Unavailable(message))
+}
+
+/// `err` as the caller should see it: a storage failure named as such.
+fn classify(path: Option<&Path>, err: StoreError) -> StoreError {
+    if let StoreError::Backend(cause) = &err
+        && let Some(e) = cause.downcast_ref::<rusqlite::Error>()
+        && let Some(named) = unavailable(path, e)
+    {
+        return named;
+    }
+    err
 }
 
 /// A random RFC 4122 version-4 UID.
@@ -40,29 +158,115 @@ pub fn new_uid() -> String {
     )
 }
 
+/// Opens the database file with Sluice's settings and schema.
+fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    let named = |e: rusqlite::Error| classify(Some(path), backend(e));
+    let conn = Connection::open(path).map_err(named)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(named)?;
+    // Exclusive before the first WAL access: no `-shm` file is ever mapped.
+    conn.execute_batch("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL;")
+        .map_err(named)?;
+    init_schema(&conn).map_err(named)?;
+    Ok(conn)
+}
+
+fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         CREATE TABLE IF NOT EXISTS objects (
+             kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+             body TEXT NOT NULL, PRIMARY KEY (kind, namespace, name));
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         INSERT OR IGNORE INTO meta (key, value) VALUES ('resource_version', 0);",
+    )
+}
+
+impl Db {
+    fn conn(&mut self) -> Result<&mut Connection, StoreError> {
+        if self.conn.is_none()
+            && let Some(files) = &self.files
+        {
+            self.conn = Some(open_file(&files.path)?);
+            self.full_sync = true;
+            let path = files.path.clone();
+            self.files = Some(Files::of(path));
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("the database is not open".to_owned()))
+    }
+
+    fn path(&self) -> Option<&Path> {
+        self.files.as_ref().map(|f| f.path.as_path())
+    }
+
+    /// After a write: when the WAL or the database file was removed or replaced under the
+    /// connection, saves everything into a database file at the path and reopens.
+    fn check_files(&mut self) {
+        let Some(files) = &mut self.files else { return };
+        let db_now = identity(&files.path);
+        let wal_now = identity(&wal_path(&files.path));
+        if files.wal.is_none() {
+            files.wal = wal_now;
+        }
+        let db_gone = db_now.is_none();
+        let db_replaced = db_now.is_some() && db_now != files.db;
+        let wal_gone = files.wal.is_some() && wal_now != files.wal;
+        if !(db_gone || db_replaced || wal_gone) {
+            return;
+        }
+        let path = files.path.clone();
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        if db_replaced {
+            tracing::error!(path = %path.display(), "The database file was replaced under the daemon; reopening what is at its path now.");
+        } else if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::error!(%error, "Cannot checkpoint the WAL into the database.");
+            return;
+        }
+        if db_gone {
+            tracing::error!(path = %path.display(), "The database file was removed under the daemon; writing it out again.");
+            if let Err(error) = conn.execute("VACUUM INTO ?1", params![path.to_string_lossy()]) {
+                tracing::error!(%error, "Cannot write the database out again.");
+                return;
+            }
+        } else if wal_gone {
+            tracing::warn!(path = %path.display(), "The WAL was removed under the daemon; its writes were saved into the database and a new WAL started.");
+        }
+        self.conn = None;
+        self.files = Some(Files::of(path));
+        if let Err(error) = self.conn() {
+            tracing::error!(%error, "Cannot reopen the database.");
+        }
+    }
+}
+
+impl Files {
+    fn of(path: PathBuf) -> Self {
+        Self {
+            db: identity(&path),
+            wal: identity(&wal_path(&path)),
+            path,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::init(conn)
+        let conn = open_file(path)?;
+        Self::init(conn, Some(Files::of(path.to_owned())))
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory().map_err(backend)?)
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        init_schema(&conn).map_err(backend)?;
+        Self::init(conn, None)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS objects (
-                 kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-                 body TEXT NOT NULL, PRIMARY KEY (kind, namespace, name));
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO meta (key, value) VALUES ('resource_version', 0);",
-        )
-        .map_err(backend)?;
+    fn init(conn: Connection, files: Option<Files>) -> Result<Self, StoreError> {
         let rv: i64 = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'resource_version'",
@@ -72,20 +276,49 @@ impl SqliteStore {
             .map_err(backend)?;
         let (changes, _) = watch::channel(u64::try_from(rv).unwrap_or(0));
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Mutex::new(Db {
+                conn: Some(conn),
+                files,
+                full_sync: true,
+            }),
             changes,
         })
     }
 
+    /// Runs `f` on the connection, naming storage failures.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut db = self.db.lock().expect("store lock poisoned");
+        let out = db.conn().and_then(|c| f(c));
+        out.map_err(|e| classify(db.path(), e))
+    }
+
+    /// Runs `f` in a write transaction; `durable` commits fsync the WAL before returning.
     fn with_tx<T>(
         &self,
+        durable: bool,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().expect("store lock poisoned");
-        let tx = conn.transaction().map_err(backend)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(backend)?;
-        Ok(out)
+        let mut db = self.db.lock().expect("store lock poisoned");
+        let was_full = db.full_sync;
+        let out = db.conn().and_then(|conn| {
+            if was_full != durable {
+                let level = if durable { "FULL" } else { "NORMAL" };
+                conn.pragma_update(None, "synchronous", level)
+                    .map_err(backend)?;
+            }
+            let tx = conn.transaction().map_err(backend)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        });
+        if out.is_ok() {
+            db.full_sync = durable;
+            db.check_files();
+        }
+        out.map_err(|e| classify(db.path(), e))
     }
 
     fn read(
@@ -200,8 +433,7 @@ impl Store for SqliteStore {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Object>, StoreError> {
-        let conn = self.conn.lock().expect("store lock poisoned");
-        Self::read(&conn, kind, namespace, name)
+        self.with_conn(|conn| Self::read(conn, kind, namespace, name))
     }
 
     async fn list(
@@ -209,21 +441,22 @@ impl Store for SqliteStore {
         kind: ObjectKind,
         namespace: Option<&str>,
     ) -> Result<Vec<Object>, StoreError> {
-        let conn = self.conn.lock().expect("store lock poisoned");
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT body FROM objects WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
-                 ORDER BY namespace, name",
-            )
-            .map_err(backend)?;
-        let rows = stmt
-            .query_map(params![kind.as_str(), namespace], |r| r.get::<_, String>(0))
-            .map_err(backend)?;
-        rows.map(|b| decode(kind, &b.map_err(backend)?)).collect()
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT body FROM objects WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
+                     ORDER BY namespace, name",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![kind.as_str(), namespace], |r| r.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|b| decode(kind, &b.map_err(backend)?)).collect()
+        })
     }
 
     async fn create(&self, mut obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(|tx| {
+        let out = self.with_tx(true, |tx| {
             if Self::read(tx, obj.kind(), obj.namespace(), obj.name())?.is_some() {
                 return Err(StoreError::AlreadyExists {
                     kind: obj.kind(),
@@ -247,7 +480,7 @@ impl Store for SqliteStore {
     }
 
     async fn update(&self, obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(|tx| {
+        let out = self.with_tx(true, |tx| {
             let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let mut next = with_part(&obj, &stored, "status")?;
@@ -274,7 +507,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_status(&self, obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(|tx| {
+        let out = self.with_tx(false, |tx| {
             let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let next = with_part(&stored, &obj, "status")?;
@@ -292,7 +525,7 @@ impl Store for SqliteStore {
         namespace: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
-        let out = self.with_tx(|tx| {
+        let out = self.with_tx(true, |tx| {
             let n = tx
                 .execute(
                     "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",

@@ -45,6 +45,11 @@ pub enum StoreError {
         /// The version stored.
         stored: String,
     },
+    /// The storage under the store cannot take writes (or reads) now: a read-only or full
+    /// disk, a database locked by another process. The message names the cause and the fix;
+    /// nothing was changed, and the same request succeeds once the cause is gone.
+    #[error("{0}")]
+    Unavailable(String),
     /// The backing store failed; the cause is kept for whoever logs or matches on it.
     #[error("store: {0}")]
     Backend(#[source] BoxError),

@@ -64,8 +64,40 @@ impl Platform {
         p
     }
 
+    /// Starts a daemon on `home` (a directory the test prepared: a file system mounted there).
+    pub fn start_on(home: tempfile::TempDir) -> Self {
+        let mut p = Self {
+            home,
+            port: free_port(),
+            daemon: None,
+        };
+        p.up();
+        p
+    }
+
     /// Starts the daemon on this home and port again.
     pub fn up(&mut self) {
+        self.spawn_daemon();
+        self.eventually(Duration::from_secs(20), "daemon answers", || {
+            self.sluice(&["service", "list"]).status.success()
+                && TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
+        });
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_some_and(|d| d.try_wait().ok().flatten().is_none())
+    }
+
+    /// What the daemon printed so far.
+    pub fn daemon_output(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("daemon.out")).unwrap_or_default()
+    }
+
+    /// Starts the daemon without waiting for it to answer.
+    pub fn spawn_daemon(&mut self) {
         let log = std::fs::File::create(self.home.path().join("daemon.out")).unwrap();
         let child = Command::new(sluice_bin())
             .args(["local", "up", "--http-port", &self.port.to_string()])
@@ -76,10 +108,6 @@ impl Platform {
             .spawn()
             .unwrap();
         self.daemon = Some(child);
-        self.eventually(Duration::from_secs(20), "daemon answers", || {
-            self.sluice(&["service", "list"]).status.success()
-                && TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
-        });
     }
 
     /// The daemon's pid.
@@ -179,6 +207,13 @@ impl Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Platform {
+    /// Stops the daemon as Ctrl-C would (SIGTERM; SIGKILL for it and its children after 10 s).
+    pub fn stop(&mut self) {
         if let Some(mut daemon) = self.daemon.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &daemon.id().to_string()])

@@ -14,6 +14,7 @@ mod namespaces;
 mod real_node;
 mod rollout;
 mod serving;
+mod storage;
 mod traffic;
 mod validation;
 mod websocket;
