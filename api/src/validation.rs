@@ -417,7 +417,32 @@ pub(crate) fn template_with(
         &format!("{path}.metadata.annotations"),
         &tpl.metadata.annotations,
     );
+    progress_deadline(
+        errs,
+        &format!("{path}.metadata.annotations"),
+        &tpl.metadata.annotations,
+    );
     revision_spec_with(errs, &format!("{path}.spec"), &tpl.spec, defaults, features);
+}
+
+/// `serving.knative.dev/progress-deadline`: a positive duration of whole seconds (it becomes a
+/// Deployment's `progressDeadlineSeconds` on Kubernetes).
+fn progress_deadline(errs: &mut Errors, path: &str, annotations: &BTreeMap<String, String>) {
+    let Some(text) = annotations.get(crate::keys::PROGRESS_DEADLINE) else {
+        return;
+    };
+    let at = format!("{path}.{}", crate::keys::PROGRESS_DEADLINE);
+    match crate::config::parse_duration(text) {
+        None => errs.push(
+            &at,
+            format!("{text:?} is not a duration; write it like 600s or 10m"),
+        ),
+        Some(d) if d.is_zero() || d.subsec_nanos() != 0 => errs.push(
+            &at,
+            format!("{text:?} must be a positive whole number of seconds, like 600s"),
+        ),
+        Some(_) => {}
+    }
 }
 
 /// Validates a revision spec against Knative's rules under config-features' `features`.
@@ -1625,6 +1650,36 @@ mod tests {
         match object(&service(spec), &DefaultsConfig::default(), features) {
             Ok(()) => Vec::new(),
             Err(e) => e.errors,
+        }
+    }
+
+    #[test]
+    fn progress_deadline_is_positive_whole_seconds() {
+        let check = |value: &str| {
+            let yaml = format!(
+                "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hello}}\nspec:\n  template:\n    metadata:\n      annotations:\n        serving.knative.dev/progress-deadline: \"{value}\"\n    spec:\n      containers:\n        - image: example.com/hello\n"
+            );
+            let mut obj = parse_documents(&yaml).unwrap().remove(0);
+            obj.set_defaults(&DefaultsConfig::default());
+            match object(
+                &obj,
+                &DefaultsConfig::default(),
+                &PodSpecFeatures::default(),
+            ) {
+                Ok(()) => None,
+                Err(e) => Some(e.errors),
+            }
+        };
+        assert!(check("600s").is_none());
+        assert!(check("10m").is_none());
+        let path = "spec.template.metadata.annotations.serving.knative.dev/progress-deadline";
+        for (bad, says) in [
+            ("soon", "is not a duration"),
+            ("0s", "positive whole number"),
+            ("1.5s", "positive whole number"),
+        ] {
+            let errs = check(bad).unwrap_or_else(|| panic!("{bad} was accepted"));
+            assert!(error_at(&errs, path).message.contains(says), "{errs:?}");
         }
     }
 

@@ -11,8 +11,6 @@ use std::time::Duration;
 use sluice_api::contract::metrics;
 use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
 use sluice_platform::{ActivatorStat, Clock, RevisionKey, Workloads};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// Knative's scrape period.
@@ -154,6 +152,7 @@ pub async fn run<W: Workloads>(
     tokio::pin!(shutdown);
     let mut scrape = tokio::time::interval(SCRAPE_PERIOD);
     scrape.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let client = scraper();
     let mut decide = tokio::time::interval(TICK_PERIOD);
     decide.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -166,7 +165,8 @@ pub async fn run<W: Workloads>(
                     if status.metrics.is_empty() {
                         continue;
                     }
-                    scrapes.spawn(async move { (key, scrape_all(&status.metrics).await) });
+                    let client = client.clone();
+                    scrapes.spawn(async move { (key, scrape_all(&client, &status.metrics).await) });
                 }
                 while let Some(Ok((key, stat))) = scrapes.join_next().await {
                     if let Some(stat) = stat {
@@ -183,11 +183,29 @@ pub async fn run<W: Workloads>(
     }
 }
 
+/// Scrapes queue-proxies over kept-alive connections (one per queue-proxy, reused every
+/// second), so an idle replica costs no connection churn: no new socket, no TIME_WAIT, no
+/// connection-tracking entry per scrape.
+type Scraper = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn scraper() -> Scraper {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(SCRAPE_PERIOD));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(1)
+        .build(connector)
+}
+
 /// The revision-wide stat: the sum over its replicas. `None` when no replica answered.
-async fn scrape_all(addrs: &[SocketAddr]) -> Option<Stat> {
+async fn scrape_all(client: &Scraper, addrs: &[SocketAddr]) -> Option<Stat> {
     let mut set = tokio::task::JoinSet::new();
     for addr in addrs.iter().copied() {
-        set.spawn(scrape(addr));
+        set.spawn(scrape(client.clone(), addr));
     }
     let mut total: Option<Stat> = None;
     while let Some(Ok(stat)) = set.join_next().await {
@@ -200,17 +218,21 @@ async fn scrape_all(addrs: &[SocketAddr]) -> Option<Stat> {
     total
 }
 
-/// One queue-proxy's last-second averages from its admin `/metrics`.
-async fn scrape(addr: SocketAddr) -> Option<Stat> {
+/// One queue-proxy's last-second averages from its admin `/metrics` (at most 64 KiB read).
+async fn scrape(client: Scraper, addr: SocketAddr) -> Option<Stat> {
+    use http_body_util::BodyExt;
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: queue-proxy\r\nConnection: close\r\n\r\n")
+        let uri: hyper::Uri = format!("http://{addr}/metrics").parse().ok()?;
+        let response = client.get(uri).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
             .await
-            .ok()?;
-        let mut buf = Vec::with_capacity(2048);
-        stream.take(64 * 1024).read_to_end(&mut buf).await.ok()?;
-        parse_metrics(&String::from_utf8_lossy(&buf))
+            .ok()?
+            .to_bytes();
+        parse_metrics(&String::from_utf8_lossy(&body))
     };
     tokio::time::timeout(SCRAPE_PERIOD, attempt)
         .await

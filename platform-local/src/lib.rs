@@ -8,6 +8,7 @@
 pub mod home;
 pub mod ports;
 pub mod process;
+pub mod sockets;
 pub mod sqlite;
 pub mod supervisor;
 

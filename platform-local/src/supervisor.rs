@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use sluice_api::contract::{QueueProxyEnv, user_env};
 use sluice_api::template::expand_env_refs;
 
-use crate::ports::free_port;
+use crate::ports::PortPool;
 use crate::process::{Process, exit_reason};
+use crate::sockets;
 use sluice_platform::routing::RevisionKey;
 use sluice_platform::workloads::{
     ReplicaFailure, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
@@ -28,6 +29,13 @@ use sluice_platform::workloads::{
 
 /// Probe period of a starting replica's queue-proxy during its first second.
 const STARTUP_PROBE_PERIOD: Duration = Duration::from_millis(5);
+
+/// How often a ready replica is probed: the kubelet's default readiness period. A user
+/// process that exits is noticed at once without a probe; this catches one that hangs.
+const READY_PROBE_PERIOD: Duration = Duration::from_secs(10);
+
+/// How often a replica that is not ready yet has its listening sockets looked at.
+const LISTEN_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// How the supervisor starts queue-proxies and where it keeps logs.
 #[derive(Clone, Debug)]
@@ -48,6 +56,7 @@ pub struct Supervisor {
     cfg: Arc<SupervisorConfig>,
     revisions: Arc<Mutex<HashMap<RevisionKey, RevisionRun>>>,
     changes: Arc<watch::Sender<u64>>,
+    ports: PortPool,
 }
 
 struct RevisionRun {
@@ -84,6 +93,7 @@ impl Supervisor {
             cfg: Arc::new(cfg),
             revisions: Arc::default(),
             changes: Arc::new(changes),
+            ports: PortPool::new(),
         }
     }
 
@@ -96,6 +106,7 @@ impl Supervisor {
             pod: format!("{}-{id}", spec.key.name),
             state: state.clone(),
             changes: self.changes.clone(),
+            ports: self.ports.clone(),
         };
         let task = tokio::spawn(replica.run(stopped));
         ReplicaRun { state, stop, task }
@@ -234,6 +245,7 @@ struct Replica {
     pod: String,
     state: Arc<Mutex<ReplicaState>>,
     changes: Arc<watch::Sender<u64>>,
+    ports: PortPool,
 }
 
 /// Why one incarnation of a replica ended.
@@ -279,9 +291,20 @@ impl Replica {
     }
 
     async fn incarnation(&self, stop: &mut oneshot::Receiver<()>) -> Ended {
-        let ports = match (free_port(), free_port(), free_port()) {
-            (Ok(user), Ok(queue), Ok(admin)) => Ports { user, queue, admin },
-            _ => return self.fail("PortsExhausted".into(), "no free loopback port".into()),
+        // Held (no other replica gets them) until this incarnation ends.
+        let (user, queue, admin) = match (self.ports.take(), self.ports.take(), self.ports.take()) {
+            (Ok(user), Ok(queue), Ok(admin)) => (user, queue, admin),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return self.fail(
+                    "PortsExhausted".into(),
+                    format!("Not the container's failure: no free loopback port ({e})"),
+                );
+            }
+        };
+        let ports = Ports {
+            user: user.get(),
+            queue: queue.get(),
+            admin: admin.get(),
         };
         let log = self
             .cfg
@@ -291,6 +314,9 @@ impl Replica {
         let mut user = match Process::spawn(self.user_command(&ports), &log).await {
             Ok(p) => p,
             Err(e) => {
+                if let Some(limit) = platform_limit(&e) {
+                    return self.fail("PlatformResourceLimit".into(), limit);
+                }
                 return self.fail(
                     "ExecFailed".into(),
                     format!(
@@ -308,6 +334,9 @@ impl Replica {
             Ok(p) => p,
             Err(e) => {
                 user.stop(self.cfg.stop_grace).await;
+                if let Some(limit) = platform_limit(&e) {
+                    return self.fail("PlatformResourceLimit".into(), limit);
+                }
                 return self.fail(
                     "QueueProxyFailed".into(),
                     format!("cannot start the queue-proxy: {e}"),
@@ -322,6 +351,7 @@ impl Replica {
         let started = tokio::time::Instant::now();
         let mut period = STARTUP_PROBE_PERIOD;
         let mut misses = 0u32;
+        let mut looked = started;
         loop {
             tokio::select! {
                 _ = &mut *stop => {
@@ -361,19 +391,62 @@ impl Replica {
                     let was_ready = self.state.lock().expect("lock").ready.is_some();
                     misses = if ok { 0 } else { misses + 1 };
                     if ok && !was_ready {
+                        // Only the replica's own process counts: another one that took the
+                        // port the replica was given must not make it Ready.
+                        let tree = user.id().map(sockets::process_tree).unwrap_or_default();
+                        if !sockets::owns_port(&tree, ports.user) {
+                            queue.stop(self.cfg.stop_grace).await;
+                            user.stop(self.cfg.stop_grace).await;
+                            return self.fail(
+                                "PortTaken".into(),
+                                format!("another process, not this replica's, listens on its port 127.0.0.1:{}; starting the replica again on another port", ports.user),
+                            );
+                        }
                         self.set(|s| { s.ready = Some(serving); s.admin = Some(admin); s.failure = None; });
                         tracing::info!(revision = %self.spec.key, pod = %self.pod, %serving, "Replica ready.");
-                        period = Duration::from_secs(1);
+                        period = READY_PROBE_PERIOD;
                     } else if was_ready && misses >= 3 {
                         self.set(|s| s.ready = None);
                         period = Duration::from_millis(50);
+                    } else if was_ready && !ok {
+                        period = Duration::from_secs(1);
                     } else if !was_ready && started.elapsed() > Duration::from_secs(1) {
                         period = Duration::from_millis(50);
+                        if looked.elapsed() >= LISTEN_CHECK_PERIOD {
+                            looked = tokio::time::Instant::now();
+                            self.explain_not_listening(&user, ports.user);
+                        }
                     }
                 }
             }
         }
     }
+    /// A user process that listens, but not on the port it was given, is told so in the
+    /// replica's failure (shown as the revision's message) while it keeps being probed.
+    fn explain_not_listening(&self, user: &Process, port: u16) {
+        let tree = user.id().map(sockets::process_tree).unwrap_or_default();
+        let listening = sockets::listening_tcp(&tree);
+        let Some(message) = sockets::mismatch_message(&listening, port) else {
+            return;
+        };
+        let known = self
+            .state
+            .lock()
+            .expect("lock")
+            .failure
+            .as_ref()
+            .map(|f| f.message.clone());
+        if known.as_deref() != Some(message.as_str()) {
+            tracing::warn!(revision = %self.spec.key, pod = %self.pod, %message, "Replica listens on the wrong port.");
+            self.set(|s| {
+                s.failure = Some(ReplicaFailure {
+                    reason: "PortMismatch".into(),
+                    message,
+                });
+            });
+        }
+    }
+
     fn user_command(&self, ports: &Ports) -> Command {
         let spec = &self.spec;
         // The program is `command` then `args`; only literal env values exist here (admission
@@ -411,6 +484,31 @@ impl Replica {
         cmd.envs(env.vars());
         cmd
     }
+}
+
+/// A failure to start a process that is the machine's or the daemon's limit, not the user's
+/// program: said as such, with the fix.
+fn platform_limit(e: &std::io::Error) -> Option<String> {
+    use nix::errno::Errno;
+    let errno = Errno::from_raw(e.raw_os_error()?);
+    let what = match errno {
+        Errno::EMFILE => {
+            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or_else(|_| "?".to_owned(), |(soft, _)| soft.to_string());
+            format!(
+                "the Sluice daemon ran out of open files (limit {limit}); raise its limit (`ulimit -n`, or LimitNOFILE= in its unit) and it retries"
+            )
+        }
+        Errno::ENFILE => {
+            "the machine ran out of open files (fs.file-max); raise it and Sluice retries"
+                .to_owned()
+        }
+        Errno::EAGAIN | Errno::ENOMEM => format!(
+            "the machine cannot start another process ({errno}): raise the process or memory limits, or run fewer replicas; Sluice retries"
+        ),
+        _ => return None,
+    };
+    Some(format!("Not the container's failure: {what}"))
 }
 
 /// Asks a queue-proxy whether its user process is ready, as Knative's activator does:

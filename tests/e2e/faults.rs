@@ -323,3 +323,146 @@ spec:
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Initial scale was never achieved"), "{text}");
 }
+
+/// The conditions of revision `name` as (type, status, reason, message), or none yet.
+fn revision_conditions(p: &Platform, name: &str) -> Vec<(String, String, String, String)> {
+    let out = p.sluice(&["revision", "describe", name, "-o", "json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let rev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or("").to_owned();
+    rev["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                text(c, "type"),
+                text(c, "status"),
+                text(c, "reason"),
+                text(c, "message"),
+            )
+        })
+        .collect()
+}
+
+/// An app that hard-codes its port (as python's http.server listens on 8000 whatever $PORT
+/// says) is told which port it listens on and which it was given.
+#[test]
+fn an_app_on_another_port_is_told_which() {
+    let p = Platform::start();
+    let fixed = crate::harness::free_port();
+    let yaml = format!(
+        r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: fixed
+spec:
+  template:
+    spec:
+      containers:
+        - image: example.com/fixed
+          command: ["{app}", "serve", "fixed-marker", "--port={fixed}"]
+"#,
+        app = testapp().display()
+    );
+    let out = p.apply(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wanted = format!("listening on 127.0.0.1:{fixed}, but PORT is ");
+    p.eventually(Duration::from_secs(20), "the port mismatch is told", || {
+        revision_conditions(&p, "fixed-00001")
+            .iter()
+            .any(|(t, s, reason, message)| {
+                t == "Ready"
+                    && s == "False"
+                    && reason == "PortMismatch"
+                    && message.starts_with(&wanted)
+                    && message.ends_with(": listen on $PORT")
+            })
+    });
+    let out = p.sluice(&["service", "describe", "fixed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&wanted), "{text}");
+}
+
+/// Another process that took the port a replica was given answers its probe, but the
+/// replica does not turn Ready on it: it is started again on another port, and says why.
+#[test]
+fn a_foreign_process_on_the_port_makes_nothing_ready() {
+    use std::io::{Read, Write};
+    let p = Platform::start();
+    let yaml = r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: taken
+spec:
+  template:
+    spec:
+      containers:
+        - image: example.com/taken
+          command: ["sh", "-c", "sleep 600", "taken-marker"]
+"#;
+    let out = p.apply(yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut user = Vec::new();
+    p.eventually(Duration::from_secs(20), "the replica starts", || {
+        user = processes_with("taken-marker");
+        !user.is_empty()
+    });
+    let environ = std::fs::read(format!("/proc/{}/environ", user[0])).unwrap();
+    let port: u16 = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"PORT="))
+        .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+        .expect("the replica has a PORT");
+    let foreign = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    let stop = AtomicBool::new(false);
+    let _stop = Stop(&stop);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match foreign.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+                        let mut buf = [0u8; 1024];
+                        let _ = conn.read(&mut buf);
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nforeign",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut told = false;
+        while Instant::now() < deadline && !told {
+            let conditions = revision_conditions(&p, "taken-00001");
+            assert!(
+                !conditions
+                    .iter()
+                    .any(|(t, s, _, _)| t == "Ready" && s == "True"),
+                "Ready on a foreign process: {conditions:?}"
+            );
+            told = conditions.iter().any(|(t, _, reason, message)| {
+                t == "Ready"
+                    && reason == "PortTaken"
+                    && message.contains(&format!("127.0.0.1:{port}"))
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(told, "never said that the port was taken");
+        stop.store(true, Ordering::Relaxed);
+    });
+}
