@@ -52,17 +52,21 @@ pub fn owns(cfg: &Configuration, rev: &Revision) -> bool {
 
 /// The configuration's status: latest created is the current generation's revision; latest
 /// ready is the newest Ready revision; Ready follows the latest created revision.
-pub fn status(
+///
+/// `revisions` may be every revision, or (as a reconcile pass gives, to stay linear in the
+/// number of objects) only the configuration's own.
+pub fn status<'r>(
     cfg: &Configuration,
-    revisions: &[Revision],
+    revisions: impl IntoIterator<Item = &'r Revision> + Clone,
     now: jiff::Timestamp,
 ) -> ConfigurationStatus {
     let created_name = revision_name(cfg);
     let created = revisions
-        .iter()
+        .clone()
+        .into_iter()
         .find(|r| r.metadata.name.as_deref() == Some(created_name.as_str()) && owns(cfg, r));
     let latest_ready = revisions
-        .iter()
+        .into_iter()
         .filter(|r| owns(cfg, r) && r.is_ready())
         .max_by_key(|r| r.configuration_generation().unwrap_or(0));
     let ready = match created.and_then(Revision::ready_condition) {

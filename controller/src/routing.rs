@@ -28,6 +28,13 @@ pub fn snapshot(
     backends: impl Fn(&RevisionKey) -> (Vec<SocketAddr>, bool),
 ) -> RoutingSnapshot {
     let mut snap = RoutingSnapshot::default();
+    let by_name: std::collections::HashMap<(&str, &str), &Revision> = revisions
+        .iter()
+        .filter_map(|r| {
+            let ns = r.metadata.namespace.as_deref().unwrap_or("default");
+            Some(((ns, r.metadata.name.as_deref()?), r))
+        })
+        .collect();
     for route in routes {
         let Some(status) = &route.status else {
             continue;
@@ -84,10 +91,7 @@ pub fn snapshot(
                 .map(|t| &t.revision)
                 .chain(host.tags.values());
             for revision in referenced {
-                let Some(rev) = revisions.iter().find(|r| {
-                    r.metadata.name.as_deref() == Some(revision.name.as_str())
-                        && r.metadata.namespace.as_deref() == Some(namespace)
-                }) else {
+                let Some(rev) = by_name.get(&(namespace, revision.name.as_str())) else {
                     continue;
                 };
                 snap.revisions.entry(revision.clone()).or_insert_with(|| {

@@ -101,7 +101,9 @@ impl PortPool {
         Self {
             state: Arc::new(Mutex::new(PoolState {
                 range,
-                next: range.map_or(0, |r| r.0),
+                // From a random point: daemons of several homes on one machine each go round
+                // the range from elsewhere, rarely offering the same port at the same time.
+                next: range.map_or(0, |(lo, hi)| fastrand::u16(lo..=hi)),
                 held: HashSet::new(),
             })),
         }

@@ -13,6 +13,7 @@ mod routes;
 mod services;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_api::config::Configs;
@@ -33,7 +34,18 @@ pub struct Controller<S, W> {
     settings: watch::Receiver<Arc<Configs>>,
     clock: Arc<dyn Clock>,
     fast: Arc<FastPath<W>>,
+    /// Whether the last pass saw a revision still deploying (its progress deadline is timed).
+    deploying: AtomicBool,
 }
+
+/// The next pass with nothing timed, while a revision deploys: its progress deadline and
+/// status are time-driven.
+const DEPLOYING_REQUEUE: Duration = Duration::from_secs(5);
+
+/// The next pass with nothing timed and nothing deploying: every other change (objects,
+/// replicas, scale, config) wakes the driver itself, so this is only a safety net, and an idle
+/// daemon with many Services does not re-read them all every few seconds.
+const IDLE_REQUEUE: Duration = Duration::from_secs(60);
 
 /// The objects of one kind, typed.
 macro_rules! typed {
@@ -71,6 +83,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             settings,
             clock,
             fast,
+            deploying: AtomicBool::new(false),
         }
     }
 
@@ -84,7 +97,11 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         tokio::pin!(shutdown);
         loop {
             let requeue = match self.reconcile_all().await {
-                Ok(requeue) => requeue.unwrap_or(Duration::from_secs(5)),
+                Ok(requeue) => requeue.unwrap_or(if self.deploying.load(Ordering::Relaxed) {
+                    DEPLOYING_REQUEUE
+                } else {
+                    IDLE_REQUEUE
+                }),
                 Err(error) => {
                     tracing::warn!(%error, "Reconcile pass failed; retrying.");
                     Duration::from_secs(1)
@@ -130,6 +147,12 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             .await?;
         self.sync_service_status(&services, &scaled.configurations, &routes)
             .await?;
+
+        let deploying = scaled.revisions.iter().any(|r| {
+            r.ready_condition()
+                .is_none_or(|c| c.status == sluice_api::ConditionStatus::Unknown)
+        });
+        self.deploying.store(deploying, Ordering::Relaxed);
 
         let tag_headers = settings.features.tag_header_based_routing;
         let snapshot = routing::snapshot(&routes, &scaled.revisions, tag_headers, |key| {

@@ -2,7 +2,7 @@
 //! routing-state label kept, every revision's workload in step with its autoscaler, revision
 //! status from what the workload reports, config-gc, and configuration status.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sluice_api::config::Configs;
 use sluice_api::{Configuration, Object, ObjectKind, Revision, keys};
@@ -93,8 +93,26 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
         revisions.retain(|r| !garbage.contains(&revision::key(r)));
 
+        // Each configuration's own revisions, found in one pass over them.
+        let mut owned: HashMap<(String, String), Vec<&Revision>> = HashMap::new();
+        for rev in &revisions {
+            if let Some(owner) = rev
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(keys::CONFIGURATION))
+            {
+                let ns = rev.metadata.namespace.clone().unwrap_or_default();
+                owned.entry((ns, owner.clone())).or_default().push(rev);
+            }
+        }
         for cfg in &mut configurations {
-            let status = configuration::status(cfg, &revisions, now);
+            let id = (
+                cfg.metadata.namespace.clone().unwrap_or_default(),
+                cfg.metadata.name.clone().unwrap_or_default(),
+            );
+            let own = owned.get(&id).map_or(&[][..], Vec::as_slice);
+            let status = configuration::status(cfg, own.iter().copied(), now);
             if cfg.status.as_ref() != Some(&status) {
                 cfg.status = Some(status);
                 self.store

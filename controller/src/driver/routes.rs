@@ -1,8 +1,10 @@
 //! Routes: each route's gradual rollout started, stepped or ended, and its status from the
 //! traffic it resolves.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_api::config::{Configs, NetworkConfig};
 use sluice_api::{Configuration, Object, Revision, Route};
 use sluice_platform::{Store, StoreError, Workloads};
@@ -20,7 +22,23 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         settings: &Configs,
     ) -> Result<Option<Duration>, StoreError> {
         let mut requeue: Option<Duration> = None;
+        let id = |m: &ObjectMeta| {
+            (
+                m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        let config_index: HashMap<_, _> = configurations
+            .iter()
+            .map(|c| (id(&c.metadata), c))
+            .collect();
+        let revision_index: HashMap<_, _> =
+            revisions.iter().map(|r| (id(&r.metadata), r)).collect();
         for rt in routes.iter_mut() {
+            // What this route can reach: the configurations its traffic names and the
+            // revisions its traffic or their status names (a pass stays linear in objects).
+            let (configurations, revisions) = reachable_from(rt, &config_index, &revision_index);
+            let (configurations, revisions) = (&configurations[..], &revisions[..]);
             let domain = settings
                 .domain
                 .domain_for(&crate::meta::labels(&rt.metadata))
@@ -92,4 +110,47 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
         Ok(next)
     }
+}
+
+type Index<'a, T> = HashMap<(String, String), &'a T>;
+
+/// The configurations `rt`'s traffic names, and the revisions named by its traffic or as
+/// those configurations' latest created and latest ready, all in its namespace.
+fn reachable_from(
+    rt: &Route,
+    configurations: &Index<'_, Configuration>,
+    revisions: &Index<'_, Revision>,
+) -> (Vec<Configuration>, Vec<Revision>) {
+    let ns = rt
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let key = |name: &str| (ns.clone(), name.to_owned());
+    let configs: Vec<Configuration> = rt
+        .spec
+        .traffic
+        .iter()
+        .filter_map(|t| t.configuration_name.as_deref())
+        .filter_map(|name| configurations.get(&key(name)).map(|c| (*c).clone()))
+        .collect();
+    let mut names: Vec<&str> = rt
+        .spec
+        .traffic
+        .iter()
+        .filter_map(|t| t.revision_name.as_deref())
+        .collect();
+    for c in &configs {
+        if let Some(st) = &c.status {
+            names.extend(st.fields.latest_created_revision_name.as_deref());
+            names.extend(st.fields.latest_ready_revision_name.as_deref());
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    let revs = names
+        .into_iter()
+        .filter_map(|name| revisions.get(&key(name)).map(|r| (*r).clone()))
+        .collect();
+    (configs, revs)
 }

@@ -1,6 +1,8 @@
 //! Services: their Configuration and Route kept as the service says, objects whose owner is
 //! gone deleted, and each service's status from its children.
 
+use std::collections::HashMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_api::config::DefaultsConfig;
 use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
@@ -102,17 +104,16 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         routes: &[Route],
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
+        let id = |m: &'_ ObjectMeta| (m.namespace.clone(), m.name.clone());
+        let configurations: HashMap<_, _> = configurations
+            .iter()
+            .map(|c| (id(&c.metadata), c))
+            .collect();
+        let routes: HashMap<_, _> = routes.iter().map(|r| (id(&r.metadata), r)).collect();
         for svc in services {
-            let (ns, name) = (
-                svc.metadata.namespace.as_deref(),
-                svc.metadata.name.as_deref(),
-            );
-            let cfg = configurations.iter().find(|c| {
-                c.metadata.namespace.as_deref() == ns && c.metadata.name.as_deref() == name
-            });
-            let rt = routes.iter().find(|r| {
-                r.metadata.namespace.as_deref() == ns && r.metadata.name.as_deref() == name
-            });
+            let key = id(&svc.metadata);
+            let cfg = configurations.get(&key).copied();
+            let rt = routes.get(&key).copied();
             let status = service::status(svc, cfg, rt, now);
             if svc.status.as_ref() != Some(&status) {
                 let mut next = svc.clone();
