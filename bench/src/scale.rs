@@ -114,8 +114,17 @@ impl Daemon {
             sluice: sluice.to_owned(),
             port,
         };
+        // Up once the admin API answers (the front door's socket is bound before it).
         let start = Instant::now();
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err()
+            || !Command::new(&d.sluice)
+                .args(["service", "list"])
+                .env("SLUICE_HOME", d.home.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
             assert!(start.elapsed() < Duration::from_secs(30), "daemon not up");
             std::thread::sleep(Duration::from_millis(50));
         }
