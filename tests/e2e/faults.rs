@@ -303,20 +303,13 @@ spec:
         String::from_utf8_lossy(&out.stderr)
     );
     p.eventually(Duration::from_secs(20), "deaf fails", || {
-        let rev: serde_json::Value =
-            match p.sluice(&["revision", "describe", "deaf-00001", "-o", "json"]) {
-                out if out.status.success() => serde_json::from_slice(&out.stdout).unwrap(),
-                _ => return false,
-            };
-        rev["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                c["type"] == "Ready"
-                    && c["status"] == "False"
-                    && c["reason"] == "ProgressDeadlineExceeded"
-                    && c["message"] == "Initial scale was never achieved"
+        revision_conditions(&p, "deaf-00001")
+            .iter()
+            .any(|(t, s, reason, message)| {
+                t == "Ready"
+                    && s == "False"
+                    && reason == "ProgressDeadlineExceeded"
+                    && message == "Initial scale was never achieved"
             })
     });
     let out = p.sluice(&["service", "describe", "deaf"]);
