@@ -81,6 +81,14 @@ impl Autoscaler {
             .retain(|k, _| keep.contains(k));
     }
 
+    /// Forgets `gone` (revisions deleted or unreachable).
+    pub fn forget(&self, gone: &[RevisionKey]) {
+        let mut scalers = self.scalers.lock().expect("autoscaler lock");
+        for key in gone {
+            scalers.remove(key);
+        }
+    }
+
     /// The revisions being scaled.
     pub fn keys(&self) -> Vec<RevisionKey> {
         let scalers = self.scalers.lock().expect("autoscaler lock");

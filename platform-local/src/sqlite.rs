@@ -19,6 +19,7 @@
 //!   contents are checkpointed into the database (or the database is written out again) and the
 //!   files reopened, so no acknowledged write lives only in an unlinked file.
 
+use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,10 +31,13 @@ use serde_json::Value;
 use sluice_api::{Object, ObjectKind};
 use tokio::sync::watch;
 
-use sluice_platform::store::{Store, StoreError};
+use sluice_platform::store::{Changes, ObjectRef, Store, StoreError};
 
 /// How long opening waits for another process's lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many changes the journal remembers: a reader further behind lists everything again.
+const JOURNAL_LEN: usize = 65_536;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -49,6 +53,50 @@ struct Db {
     files: Option<Files>,
     /// Whether the connection is at `synchronous=FULL`.
     full_sync: bool,
+    /// The latest changes, oldest first, for readers that follow changes instead of listing.
+    journal: Journal,
+}
+
+/// Recent changes by resourceVersion; everything after `floor` is in `entries`.
+#[derive(Default)]
+struct Journal {
+    entries: VecDeque<(u64, ObjectRef)>,
+    floor: u64,
+}
+
+impl Journal {
+    fn push(&mut self, rv: u64, key: ObjectRef) {
+        if self.entries.len() == JOURNAL_LEN
+            && let Some((old, _)) = self.entries.pop_front()
+        {
+            self.floor = old;
+        }
+        self.entries.push_back((rv, key));
+    }
+
+    fn since(&self, since: u64, version: u64) -> Option<Changes> {
+        if since < self.floor {
+            return None;
+        }
+        let mut seen = HashSet::new();
+        let objects = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|(rv, _)| *rv > since)
+            .filter(|(_, key)| seen.insert(key))
+            .map(|(_, key)| key.clone())
+            .collect();
+        Some(Changes { version, objects })
+    }
+}
+
+fn key_of(obj: &Object) -> ObjectRef {
+    ObjectRef {
+        kind: obj.kind(),
+        namespace: obj.namespace().to_owned(),
+        name: obj.name().to_owned(),
+    }
 }
 
 /// The identity (device, inode) of the database and WAL files the connection has open, to
@@ -280,6 +328,10 @@ impl SqliteStore {
                 conn: Some(conn),
                 files,
                 full_sync: true,
+                journal: Journal {
+                    entries: VecDeque::new(),
+                    floor: u64::try_from(rv).unwrap_or(0),
+                },
             }),
             changes,
         })
@@ -296,10 +348,13 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a write transaction; `durable` commits fsync the WAL before returning.
+    /// When `f` returns the new resourceVersion of `key`, the change is journalled and
+    /// signalled before the lock is let go, so journal and signal are in version order.
     fn with_tx<T>(
         &self,
         durable: bool,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        key: ObjectRef,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, Option<u64>), StoreError>,
     ) -> Result<T, StoreError> {
         let mut db = self.db.lock().expect("store lock poisoned");
         let was_full = db.full_sync;
@@ -314,11 +369,15 @@ impl SqliteStore {
             tx.commit().map_err(backend)?;
             Ok(out)
         });
-        if out.is_ok() {
+        if let Ok((_, written)) = &out {
             db.full_sync = durable;
             db.check_files();
+            if let Some(rv) = *written {
+                db.journal.push(rv, key);
+                self.changes.send_replace(rv);
+            }
         }
-        out.map_err(|e| classify(db.path(), e))
+        out.map(|(t, _)| t).map_err(|e| classify(db.path(), e))
     }
 
     fn read(
@@ -382,10 +441,6 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         Ok(())
-    }
-
-    fn notify(&self, rv: u64) {
-        self.changes.send_replace(rv);
     }
 }
 
@@ -456,7 +511,7 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, mut obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(true, |tx| {
+        self.with_tx(true, key_of(&obj), |tx| {
             if Self::read(tx, obj.kind(), obj.namespace(), obj.name())?.is_some() {
                 return Err(StoreError::AlreadyExists {
                     kind: obj.kind(),
@@ -473,14 +528,12 @@ impl Store for SqliteStore {
             meta.generation = Some(1);
             meta.creation_timestamp = Some(Time(jiff::Timestamp::now()));
             Self::write(tx, &obj)?;
-            Ok((obj, rv))
-        })?;
-        self.notify(out.1);
-        Ok(out.0)
+            Ok((obj, Some(rv)))
+        })
     }
 
     async fn update(&self, obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(true, |tx| {
+        self.with_tx(true, key_of(&obj), |tx| {
             let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let mut next = with_part(&obj, &stored, "status")?;
@@ -499,24 +552,16 @@ impl Store for SqliteStore {
                 });
             }
             Self::write_if_changed(tx, stored, next)
-        })?;
-        if let Some(rv) = out.1 {
-            self.notify(rv);
-        }
-        Ok(out.0)
+        })
     }
 
     async fn update_status(&self, obj: Object) -> Result<Object, StoreError> {
-        let out = self.with_tx(false, |tx| {
+        self.with_tx(false, key_of(&obj), |tx| {
             let stored = Self::read_existing(tx, &obj)?;
             check_version(&stored, &obj)?;
             let next = with_part(&stored, &obj, "status")?;
             Self::write_if_changed(tx, stored, next)
-        })?;
-        if let Some(rv) = out.1 {
-            self.notify(rv);
-        }
-        Ok(out.0)
+        })
     }
 
     async fn delete(
@@ -525,7 +570,12 @@ impl Store for SqliteStore {
         namespace: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
-        let out = self.with_tx(true, |tx| {
+        let key = ObjectRef {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.with_tx(true, key, |tx| {
             let n = tx
                 .execute(
                     "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
@@ -533,18 +583,19 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             if n == 0 {
-                return Ok(None);
+                return Ok((false, None));
             }
-            Self::bump(tx).map(Some)
-        })?;
-        if let Some(rv) = out {
-            self.notify(rv);
-        }
-        Ok(out.is_some())
+            Self::bump(tx).map(|rv| (true, Some(rv)))
+        })
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn changed_since(&self, since: u64) -> Option<Changes> {
+        let db = self.db.lock().expect("store lock poisoned");
+        db.journal.since(since, *self.changes.borrow())
     }
 }
 
@@ -621,5 +672,40 @@ mod tests {
         let all = store.list(ObjectKind::Service, None).await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name(), "hello");
+    }
+
+    #[tokio::test]
+    async fn the_journal_names_each_change_after_a_version_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let start = *store.changes().borrow();
+        assert!(store.changed_since(start).unwrap().objects.is_empty());
+        store.create(hello("a")).await.unwrap();
+        let after_create = *store.changes().borrow();
+        store.update(hello("b")).await.unwrap();
+        // An update that changes nothing is not a change.
+        store.update(hello("b")).await.unwrap();
+        let changes = store.changed_since(start).unwrap();
+        assert_eq!(changes.version, *store.changes().borrow());
+        let named: Vec<&str> = changes.objects.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(named, ["hello"], "two writes of one object, named once");
+        assert_eq!(
+            store.changed_since(changes.version).unwrap().objects.len(),
+            0
+        );
+        assert_eq!(store.changed_since(after_create).unwrap().objects.len(), 1);
+        store
+            .delete(ObjectKind::Service, "default", "hello")
+            .await
+            .unwrap();
+        let deleted = store.changed_since(changes.version).unwrap();
+        assert_eq!(deleted.objects[0].kind, ObjectKind::Service);
+
+        // A reader older than what the journal remembers must list everything again.
+        let reopened = SqliteStore::in_memory().unwrap();
+        reopened.create(hello("a")).await.unwrap();
+        let mut db = reopened.db.lock().unwrap();
+        db.journal.floor = 1;
+        drop(db);
+        assert!(reopened.changed_since(0).is_none());
     }
 }

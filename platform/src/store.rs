@@ -55,6 +55,26 @@ pub enum StoreError {
     Backend(#[source] BoxError),
 }
 
+/// Which object changed: its kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// Kind of the object.
+    pub kind: ObjectKind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The objects changed (created, updated or deleted) after some resourceVersion.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// The newest resourceVersion these changes cover: the next call starts from it.
+    pub version: u64,
+    /// Each changed object once, in no particular order.
+    pub objects: Vec<ObjectRef>,
+}
+
 /// Any error, as a cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,4 +116,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// A signal that changes whenever any object changes (carries the newest resourceVersion).
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// Which objects changed after resourceVersion `since`, if the store still knows every
+    /// one of them; `None` tells the caller to list everything again (the default, for stores
+    /// that keep no journal). Every change up to the version [`Store::changes`] carries is in
+    /// the journal by the time that version is signalled.
+    fn changed_since(&self, since: u64) -> Option<Changes> {
+        let _ = since;
+        None
+    }
 }

@@ -99,6 +99,42 @@ impl<W: Workloads> FastPath<W> {
         }
     }
 
+    /// Forgets and stops the workloads of `gone` (revisions deleted by a scoped pass).
+    pub(super) async fn stop(&self, gone: &[RevisionKey]) {
+        {
+            let mut ensured = self.ensured.lock().expect("ensured lock");
+            for key in gone {
+                ensured.remove(key);
+            }
+        }
+        for key in gone {
+            if let Err(error) = self.workloads.delete(key).await {
+                tracing::warn!(revision = %key, %error, "Cannot stop revision.");
+            }
+        }
+    }
+
+    /// Publishes a scoped pass's part of the snapshot: the hosts of routes `in_scope` says
+    /// the pass read, and their revisions, are replaced by `part`'s.
+    pub(super) fn publish_part(&self, part: RoutingSnapshot, in_scope: impl Fn(&str) -> bool) {
+        let current = self.snapshot.borrow().clone();
+        let mut next = (*current).clone();
+        next.hosts.retain(|_, h| !in_scope(&h.route));
+        // What the other routes name is outside the scope (a scope holds every route naming
+        // its revisions), so it stays as it was; the scope's revisions come from `part`.
+        let named: HashSet<&RevisionKey> = next
+            .hosts
+            .values()
+            .flat_map(|h| h.targets.iter().map(|t| &t.revision).chain(h.tags.values()))
+            .collect();
+        let mut revisions = std::mem::take(&mut next.revisions);
+        revisions.retain(|k, _| named.contains(k));
+        revisions.extend(part.revisions);
+        next.revisions = revisions;
+        next.hosts.extend(part.hosts);
+        self.publish(next);
+    }
+
     /// Publishes `next` if it differs from the current snapshot, and always the first time
     /// (an empty first table is still news: the activator waits for it).
     pub(super) fn publish(&self, next: RoutingSnapshot) {

@@ -1,7 +1,10 @@
 //! The driver: reads objects through the [`Store`], asks the [`plan`](crate::plan) and the
 //! pure reconcilers what they should be, writes back only what changed, keeps workloads in
-//! step with revisions, and publishes the routing snapshot. Level-triggered: any change to
-//! objects, replicas or config runs a full pass. Time comes from its [`Clock`].
+//! step with revisions, and publishes the routing snapshot. Level-triggered over what changed:
+//! a change to objects (the store's journal names them), to a revision's replicas or scale, or
+//! timed work (a rollout step, a progress deadline) runs a pass over the [`scope`] it touches;
+//! a change of config, a failed pass, a store without a journal and a periodic resync run a
+//! pass over everything. Time comes from its [`Clock`].
 //!
 //! A pass goes one way, kind by kind: [`services`] (children, orphans), [`revisions`]
 //! (create, routing state, workloads, status, config-gc, configuration status), [`routes`]
@@ -10,10 +13,11 @@
 mod fast;
 mod revisions;
 mod routes;
+mod scope;
 mod services;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_api::config::Configs;
@@ -25,6 +29,7 @@ use tokio::sync::watch;
 use crate::autoscaling::Autoscaler;
 use crate::routing;
 use fast::FastPath;
+use scope::{Group, Index, Objects, Observed};
 
 /// Runs the reconcilers over a store and a workload runner.
 pub struct Controller<S, W> {
@@ -34,18 +39,42 @@ pub struct Controller<S, W> {
     settings: watch::Receiver<Arc<Configs>>,
     clock: Arc<dyn Clock>,
     fast: Arc<FastPath<W>>,
-    /// Whether the last pass saw a revision still deploying (its progress deadline is timed).
-    deploying: AtomicBool,
+    state: Mutex<State>,
 }
 
-/// The next pass with nothing timed, while a revision deploys: its progress deadline and
+/// What the driver keeps between passes.
+#[derive(Default)]
+struct State {
+    index: Index,
+    /// The store's version the last pass read from; `None` until a pass over everything.
+    cursor: Option<u64>,
+    /// When (on the clock's monotonic time) the last pass over everything ran.
+    last_full: Option<Duration>,
+    /// When deploying groups were last looked at.
+    last_deploying: Option<Duration>,
+    /// The next pass must read everything: the settings changed or a pass failed.
+    full_needed: bool,
+    /// What the last pass read.
+    last_pass: PassReport,
+}
+
+/// What one pass read: for tests and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Whether it read every object.
+    pub full: bool,
+    /// The groups (a Service, its Configuration, Route and Revisions) it read.
+    pub groups: usize,
+}
+
+/// How often a deploying revision's group is looked at again: its progress deadline and
 /// status are time-driven.
 const DEPLOYING_REQUEUE: Duration = Duration::from_secs(5);
 
-/// The next pass with nothing timed and nothing deploying: every other change (objects,
-/// replicas, scale, config) wakes the driver itself, so this is only a safety net, and an idle
-/// daemon with many Services does not re-read them all every few seconds.
-const IDLE_REQUEUE: Duration = Duration::from_secs(60);
+/// How often a pass reads everything even when nothing says so: config-gc's ages and
+/// anything a change signal missed. Every change wakes a pass over what it touched, so an idle
+/// daemon with many Services does not re-read them all.
+const FULL_RESYNC: Duration = Duration::from_secs(600);
 
 /// The objects of one kind, typed.
 macro_rules! typed {
@@ -83,8 +112,17 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             settings,
             clock,
             fast,
-            deploying: AtomicBool::new(false),
+            state: Mutex::default(),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("driver state lock")
+    }
+
+    /// What the last pass read.
+    pub fn last_pass(&self) -> PassReport {
+        self.state().last_pass
     }
 
     /// Reconciles until `shutdown` resolves.
@@ -96,14 +134,11 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         let follower = tokio::spawn(async move { fast.follow().await });
         tokio::pin!(shutdown);
         loop {
-            let requeue = match self.reconcile_all().await {
-                Ok(requeue) => requeue.unwrap_or(if self.deploying.load(Ordering::Relaxed) {
-                    DEPLOYING_REQUEUE
-                } else {
-                    IDLE_REQUEUE
-                }),
+            let requeue = match self.reconcile().await {
+                Ok(requeue) => requeue,
                 Err(error) => {
                     tracing::warn!(%error, "Reconcile pass failed; retrying.");
+                    self.state().full_needed = true;
                     Duration::from_secs(1)
                 }
             };
@@ -115,7 +150,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 _ = store_changes.changed() => {}
                 _ = workload_changes.changed() => {}
                 _ = scale_changes.changed() => {}
-                _ = self.settings.changed() => {}
+                _ = self.settings.changed() => self.state().full_needed = true,
                 () = tokio::time::sleep(requeue) => {}
             }
             // Coalesce a burst of changes into one pass.
@@ -126,42 +161,236 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         }
     }
 
-    /// One full pass over every object; returns how soon a timed change (a rollout step) needs
+    /// One pass over what changed since the last one: the groups of the objects the store's
+    /// journal names, of revisions whose workload or scale changed and of timed work, with
+    /// their closure. Everything when the store keeps no journal, the settings changed, a pass
+    /// failed, or a periodic resync is due. Returns how soon the next timed pass is due.
+    pub async fn reconcile(&self) -> Result<Duration, StoreError> {
+        let now = self.clock.elapsed();
+        let (cursor, full_due) = {
+            let st = self.state();
+            let due = st.full_needed
+                || st
+                    .last_full
+                    .is_none_or(|t| now.saturating_sub(t) >= FULL_RESYNC);
+            (st.cursor, due)
+        };
+        let changes = match cursor {
+            Some(c) if !full_due => self.store.changed_since(c),
+            _ => None,
+        };
+        let Some(changes) = changes else {
+            self.reconcile_all().await?;
+            return Ok(self.requeue());
+        };
+        let mut seeds: HashSet<Group> = HashSet::new();
+        for changed in &changes.objects {
+            let known = match changed.kind {
+                ObjectKind::Revision => self
+                    .state()
+                    .index
+                    .group_of_revision(&changed.namespace, &changed.name),
+                _ => None,
+            };
+            if let Some(g) = known {
+                seeds.insert(g);
+                continue;
+            }
+            match self
+                .store
+                .get(changed.kind, &changed.namespace, &changed.name)
+                .await?
+            {
+                Some(obj) => {
+                    seeds.insert(self.state().index.note(&obj));
+                }
+                // Gone before it was seen: only its own name can hold what it left.
+                None if changed.kind != ObjectKind::Revision => {
+                    seeds.insert((changed.namespace.clone(), changed.name.clone()));
+                }
+                None => {}
+            }
+        }
+        seeds.extend(self.timed_groups(now));
+        seeds.extend(self.observe());
+        self.state().cursor = Some(changes.version);
+        if seeds.is_empty() {
+            return Ok(self.requeue());
+        }
+        let scope = self.state().index.closure(seeds);
+        let objs = self.load(&scope).await?;
+        self.pass(objs, Some(&scope)).await?;
+        Ok(self.requeue())
+    }
+
+    /// Groups whose timed work is due: rollout steps, and deploying revisions every
+    /// [`DEPLOYING_REQUEUE`].
+    fn timed_groups(&self, now: Duration) -> Vec<Group> {
+        let wall = self.clock.now();
+        let mut st = self.state();
+        let mut out: Vec<Group> = st
+            .index
+            .rolling
+            .iter()
+            .filter(|(_, due)| **due <= wall)
+            .map(|(g, _)| g.clone())
+            .collect();
+        let look = st
+            .last_deploying
+            .is_none_or(|t| now.saturating_sub(t) >= DEPLOYING_REQUEUE);
+        if look && !st.index.deploying.is_empty() {
+            out.extend(st.index.deploying.iter().cloned());
+            st.last_deploying = Some(now);
+        }
+        out
+    }
+
+    /// The groups of revisions whose workload or scale changed since the last look.
+    fn observe(&self) -> HashSet<Group> {
+        self.state().index.observe(|key| Observed {
+            workload: self.workloads.status(key),
+            scale: self
+                .autoscaler
+                .scale(key)
+                .map(|s| (s.desired, s.activity, s.excess_burst_capacity < 0.0)),
+        })
+    }
+
+    /// How soon a timed pass is due: the next rollout step, a deploying revision's next look,
+    /// the periodic resync.
+    fn requeue(&self) -> Duration {
+        let now = self.clock.elapsed();
+        let wall = self.clock.now();
+        let st = self.state();
+        let mut next = st
+            .last_full
+            .map_or(Duration::ZERO, |t| (t + FULL_RESYNC).saturating_sub(now));
+        if !st.index.deploying.is_empty() {
+            next = next.min(DEPLOYING_REQUEUE);
+        }
+        for due in st.index.rolling.values() {
+            let left = wall
+                .duration_until(*due)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            next = next.min(left);
+        }
+        next
+    }
+
+    /// Reads the objects of the groups in `scope`.
+    async fn load(&self, scope: &BTreeSet<Group>) -> Result<Objects, StoreError> {
+        let mut objs = Objects::default();
+        for g in scope {
+            let (ns, name) = (g.0.as_str(), g.1.as_str());
+            if let Some(Object::Service(s)) = self.store.get(ObjectKind::Service, ns, name).await? {
+                objs.services.push(s);
+            }
+            if let Some(Object::Configuration(c)) =
+                self.store.get(ObjectKind::Configuration, ns, name).await?
+            {
+                objs.configurations.push(c);
+            }
+            if let Some(Object::Route(r)) = self.store.get(ObjectKind::Route, ns, name).await? {
+                objs.routes.push(r);
+            }
+            let revisions: Vec<String> = self.state().index.revisions(g).cloned().collect();
+            for r in revisions {
+                if let Some(Object::Revision(r)) =
+                    self.store.get(ObjectKind::Revision, ns, &r).await?
+                {
+                    objs.revisions.push(r);
+                }
+            }
+        }
+        Ok(objs)
+    }
+
+    /// One pass over every object. Returns how soon a timed change (a rollout step) needs
     /// the next pass.
     pub async fn reconcile_all(&self) -> Result<Option<Duration>, StoreError> {
-        let settings = self.settings.borrow().clone();
-        let services = typed!(self.store.list(ObjectKind::Service, None).await?, Service);
-        self.sync_service_children(&services, &settings.defaults)
-            .await?;
-        self.delete_orphans(&services).await?;
+        let now = self.clock.elapsed();
+        let cursor = *self.store.changes().borrow();
+        let objs = Objects {
+            services: typed!(self.store.list(ObjectKind::Service, None).await?, Service),
+            configurations: typed!(
+                self.store.list(ObjectKind::Configuration, None).await?,
+                Configuration
+            ),
+            routes: typed!(self.store.list(ObjectKind::Route, None).await?, Route),
+            revisions: typed!(self.store.list(ObjectKind::Revision, None).await?, Revision),
+        };
+        self.observe();
+        let requeue = self.pass(objs, None).await?;
+        let mut st = self.state();
+        st.cursor = Some(cursor);
+        st.last_full = Some(now);
+        st.full_needed = false;
+        Ok(requeue)
+    }
 
-        let scaled = self.sync_revisions(&settings).await?;
-        let mut routes = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
-        let requeue = self
+    /// Reconciles `objs`: every object (`scope` is `None`) or the closure `scope`.
+    async fn pass(
+        &self,
+        mut objs: Objects,
+        scope: Option<&BTreeSet<Group>>,
+    ) -> Result<Option<Duration>, StoreError> {
+        let settings = self.settings.borrow().clone();
+        let before = scope.map(|s| self.state().index.revision_keys(s));
+        self.sync_service_children(&mut objs, &settings.defaults)
+            .await?;
+        self.delete_orphans(&mut objs).await?;
+        let buffered = self
+            .sync_revisions(&mut objs, before.as_ref(), &settings)
+            .await?;
+        let steps = self
             .sync_routes(
-                &mut routes,
-                &scaled.configurations,
-                &scaled.revisions,
+                &mut objs.routes,
+                &objs.configurations,
+                &objs.revisions,
                 &settings,
             )
             .await?;
-        self.sync_service_status(&services, &scaled.configurations, &routes)
+        self.sync_service_status(&objs.services, &objs.configurations, &objs.routes)
             .await?;
 
-        let deploying = scaled.revisions.iter().any(|r| {
-            r.ready_condition()
-                .is_none_or(|c| c.status == sluice_api::ConditionStatus::Unknown)
-        });
-        self.deploying.store(deploying, Ordering::Relaxed);
-
         let tag_headers = settings.features.tag_header_based_routing;
-        let snapshot = routing::snapshot(&routes, &scaled.revisions, tag_headers, |key| {
+        let snapshot = routing::snapshot(&objs.routes, &objs.revisions, tag_headers, |key| {
             let endpoints = self.workloads.status(key).map(|s| s.endpoints);
-            (endpoints.unwrap_or_default(), scaled.buffered.contains(key))
+            (endpoints.unwrap_or_default(), buffered.contains(key))
         });
-        self.fast.publish(snapshot);
+        match scope {
+            None => self.fast.publish(snapshot),
+            Some(scope) => self.fast.publish_part(snapshot, |route| {
+                route
+                    .split_once('/')
+                    .is_some_and(|(ns, name)| scope.contains(&(ns.to_owned(), name.to_owned())))
+            }),
+        }
         // A replica may have turned ready (or gone) since the endpoints above were read.
         self.fast.refresh_endpoints();
+
+        let wall = self.clock.now();
+        let mut st = self.state();
+        st.index.record(scope, &objs);
+        for rev in &objs.revisions {
+            let deploying = rev
+                .ready_condition()
+                .is_none_or(|c| c.status == sluice_api::ConditionStatus::Unknown);
+            if deploying {
+                st.index.deploying.insert(scope::revision_group(rev));
+            }
+        }
+        let mut requeue: Option<Duration> = None;
+        for (g, step) in steps {
+            requeue = Some(requeue.map_or(step, |d| d.min(step)));
+            let due = wall.checked_add(step).unwrap_or(wall);
+            st.index.rolling.insert(g, due);
+        }
+        st.last_pass = PassReport {
+            full: scope.is_none(),
+            groups: scope.map_or(0, BTreeSet::len),
+        };
         Ok(requeue)
     }
 }

@@ -5,32 +5,33 @@
 use std::collections::{HashMap, HashSet};
 
 use sluice_api::config::Configs;
-use sluice_api::{Configuration, Object, ObjectKind, Revision, keys};
+use sluice_api::{Object, ObjectKind, Revision, keys};
 use sluice_platform::{RevisionKey, Store, StoreError, Workloads};
 
-use super::{Controller, typed};
+use super::Controller;
+use super::scope::Objects;
 use crate::meta::transition_time;
 use crate::{configuration, gc, plan, revision};
 
-/// What the rest of a pass needs from this part of it.
-pub(super) struct Revisions {
-    /// Every configuration, its status as written.
-    pub(super) configurations: Vec<Configuration>,
-    /// Every revision left after config-gc, its status as written.
-    pub(super) revisions: Vec<Revision>,
-    /// Revisions whose spare capacity is below their burst capacity: the activator buffers.
-    pub(super) buffered: HashSet<RevisionKey>,
-}
-
 impl<S: Store, W: Workloads> Controller<S, W> {
-    pub(super) async fn sync_revisions(&self, settings: &Configs) -> Result<Revisions, StoreError> {
-        let mut configurations: Vec<Configuration> = typed!(
-            self.store.list(ObjectKind::Configuration, None).await?,
-            Configuration
-        );
-        let mut revisions: Vec<Revision> =
-            typed!(self.store.list(ObjectKind::Revision, None).await?, Revision);
-        for want in plan::missing_revisions(&configurations, &revisions) {
+    /// Creates missing revisions, keeps routing state, workloads, status and config-gc of the
+    /// revisions in `objs`, and the configurations' status, in the store and in `objs`.
+    /// `before` holds the revisions a scoped pass's groups had before it (`None`: a pass over
+    /// everything, which stops any workload or scaler no revision has). Returns the revisions
+    /// whose spare capacity is below their burst capacity: the activator buffers for them.
+    pub(super) async fn sync_revisions(
+        &self,
+        objs: &mut Objects,
+        before: Option<&HashSet<RevisionKey>>,
+        settings: &Configs,
+    ) -> Result<HashSet<RevisionKey>, StoreError> {
+        let Objects {
+            configurations,
+            routes,
+            revisions,
+            ..
+        } = objs;
+        for want in plan::missing_revisions(configurations, revisions) {
             tracing::info!(revision = %revision::key(&want), "Creating revision.");
             match self.store.create(Object::Revision(want)).await? {
                 Object::Revision(r) => revisions.push(r),
@@ -38,19 +39,16 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
 
-        let routes = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
-        let routed = plan::routed(&routes);
-        let reachable = plan::reachable(&routed, &configurations);
-        self.mark_routing_state(&mut revisions, &routed).await?;
-        let live: HashSet<RevisionKey> = revisions.iter().map(revision::key).collect();
-        self.fast.keep_only(&live).await;
+        let routed = plan::routed(routes);
+        let reachable = plan::reachable(&routed, configurations);
+        self.mark_routing_state(revisions, &routed).await?;
 
         // Reachable revisions scale on demand; unreachable ones stop at once (nothing can
         // send them a request any more), whatever their min-scale.
         let now = self.clock.now();
         let mut scaled = HashSet::new();
         let mut buffered = HashSet::new();
-        for rev in &mut revisions {
+        for rev in revisions.iter_mut() {
             let key = revision::key(rev);
             let scale = reachable.contains(&key).then(|| {
                 let spec = revision::scaler_spec(rev, &settings.autoscaler);
@@ -82,9 +80,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                     .await?;
             }
         }
-        self.autoscaler.retain(&scaled);
 
-        let garbage = plan::garbage(&configurations, &revisions, &routed, &settings.gc, now);
+        let garbage = plan::garbage(configurations, revisions, &routed, &settings.gc, now);
         for key in &garbage {
             tracing::info!(revision = %key, "Garbage-collecting revision (config-gc).");
             self.store
@@ -92,10 +89,28 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 .await?;
         }
         revisions.retain(|r| !garbage.contains(&revision::key(r)));
+        let live: HashSet<RevisionKey> = revisions.iter().map(revision::key).collect();
+        scaled.retain(|k| live.contains(k));
+        match before {
+            None => {
+                self.fast.keep_only(&live).await;
+                self.autoscaler.retain(&scaled);
+            }
+            Some(before) => {
+                let gone: Vec<RevisionKey> = before.difference(&live).cloned().collect();
+                self.fast.stop(&gone).await;
+                let unscaled: Vec<RevisionKey> = before
+                    .union(&live)
+                    .filter(|k| !scaled.contains(*k))
+                    .cloned()
+                    .collect();
+                self.autoscaler.forget(&unscaled);
+            }
+        }
 
         // Each configuration's own revisions, found in one pass over them.
         let mut owned: HashMap<(String, String), Vec<&Revision>> = HashMap::new();
-        for rev in &revisions {
+        for rev in revisions.iter() {
             if let Some(owner) = rev
                 .metadata
                 .labels
@@ -106,7 +121,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 owned.entry((ns, owner.clone())).or_default().push(rev);
             }
         }
-        for cfg in &mut configurations {
+        for cfg in configurations.iter_mut() {
             let id = (
                 cfg.metadata.namespace.clone().unwrap_or_default(),
                 cfg.metadata.name.clone().unwrap_or_default(),
@@ -120,11 +135,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                     .await?;
             }
         }
-        Ok(Revisions {
-            configurations,
-            revisions,
-            buffered,
-        })
+        Ok(buffered)
     }
 
     /// Keeps Knative's `routingState` label and the time it last changed, which config-gc

@@ -10,18 +10,20 @@ use sluice_api::{Configuration, Object, Revision, Route};
 use sluice_platform::{Store, StoreError, Workloads};
 
 use super::Controller;
+use super::scope::Group;
 use crate::{plan, rollout, route};
 
 impl<S: Store, W: Workloads> Controller<S, W> {
-    /// Rolls and resolves every route; returns how soon the next rollout step is due.
+    /// Rolls and resolves every route; returns each rolling route's group with how soon its
+    /// next rollout step is due.
     pub(super) async fn sync_routes(
         &self,
         routes: &mut [Route],
         configurations: &[Configuration],
         revisions: &[Revision],
         settings: &Configs,
-    ) -> Result<Option<Duration>, StoreError> {
-        let mut requeue: Option<Duration> = None;
+    ) -> Result<Vec<(Group, Duration)>, StoreError> {
+        let mut steps = Vec::new();
         let id = |m: &ObjectMeta| {
             (
                 m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -48,7 +50,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 .sync_rollout(rt, configurations, &settings.network, now)
                 .await?;
             if let Some(step) = rolling.as_ref().and_then(|r| r.next_step(now)) {
-                requeue = Some(requeue.map_or(step, |d: Duration| d.min(step)));
+                steps.push((id(&rt.metadata), step));
             }
             let status = route::status(
                 rt,
@@ -64,7 +66,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 self.store.update_status(Object::Route(rt.clone())).await?;
             }
         }
-        Ok(requeue)
+        Ok(steps)
     }
 
     /// Starts, keeps or ends the route's gradual rollout, recording it on the route.

@@ -1,13 +1,14 @@
 //! Services: their Configuration and Route kept as the service says, objects whose owner is
 //! gone deleted, and each service's status from its children.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice_api::config::DefaultsConfig;
-use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
+use sluice_api::{Configuration, Object, ObjectKind, Route, Service};
 use sluice_platform::{Store, StoreError, Workloads};
 
+use super::scope::Objects;
 use super::{Controller, typed};
 use crate::{plan, rollout, service};
 
@@ -17,34 +18,70 @@ fn same_metadata(a: &ObjectMeta, b: &ObjectMeta) -> bool {
         && a.owner_references == b.owner_references
 }
 
+/// Puts `obj` in place of the same-named one in `objs` (found through `at`), or adds it.
+fn upsert<T>(
+    objs: &mut Vec<T>,
+    at: &HashMap<(String, String), usize>,
+    obj: T,
+    meta: impl Fn(&T) -> &ObjectMeta,
+) {
+    match at.get(&id(meta(&obj))) {
+        Some(&i) => objs[i] = obj,
+        None => objs.push(obj),
+    }
+}
+
+fn id(m: &ObjectMeta) -> (String, String) {
+    (
+        m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
 impl<S: Store, W: Workloads> Controller<S, W> {
-    /// Creates or updates every service's configuration and route.
+    /// Creates or updates every service's configuration and route, in the store and in `objs`.
     pub(super) async fn sync_service_children(
         &self,
-        services: &[Service],
+        objs: &mut Objects,
         defaults: &DefaultsConfig,
     ) -> Result<(), StoreError> {
-        for svc in services {
-            let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-            let name = svc.metadata.name.as_deref().unwrap_or_default();
+        let configurations: HashMap<_, usize> = objs
+            .configurations
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (id(&c.metadata), i))
+            .collect();
+        let routes: HashMap<_, usize> = objs
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (id(&r.metadata), i))
+            .collect();
+        let mut written_configurations = Vec::new();
+        let mut written_routes = Vec::new();
+        for svc in &objs.services {
+            let key = id(&svc.metadata);
             let want = service::desired_configuration(svc, defaults);
-            match self.store.get(ObjectKind::Configuration, ns, name).await? {
+            let have = configurations.get(&key).map(|&i| &objs.configurations[i]);
+            match have {
                 None => {
-                    self.store.create(Object::Configuration(want)).await?;
+                    written_configurations
+                        .push(self.store.create(Object::Configuration(want)).await?);
                 }
-                Some(Object::Configuration(have))
+                Some(have)
                     if have.spec != want.spec || !same_metadata(&have.metadata, &want.metadata) =>
                 {
                     let mut next = want;
-                    next.metadata.resource_version = have.metadata.resource_version;
-                    self.store.update(Object::Configuration(next)).await?;
+                    next.metadata.resource_version = have.metadata.resource_version.clone();
+                    written_configurations
+                        .push(self.store.update(Object::Configuration(next)).await?);
                 }
                 Some(_) => {}
             }
             let mut want = service::desired_route(svc);
-            let have = self.store.get(ObjectKind::Route, ns, name).await?;
+            let have = routes.get(&key).map(|&i| &objs.routes[i]);
             // The rollout in progress is the route's own state, not the service's intent.
-            if let Some(Object::Route(have)) = &have
+            if let Some(have) = have
                 && let Some(r) = have
                     .metadata
                     .annotations
@@ -58,31 +95,39 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
             match have {
                 None => {
-                    self.store.create(Object::Route(want)).await?;
+                    written_routes.push(self.store.create(Object::Route(want)).await?);
                 }
-                Some(Object::Route(have))
+                Some(have)
                     if have.spec != want.spec || !same_metadata(&have.metadata, &want.metadata) =>
                 {
                     let mut next = want;
-                    next.metadata.resource_version = have.metadata.resource_version;
-                    self.store.update(Object::Route(next)).await?;
+                    next.metadata.resource_version = have.metadata.resource_version.clone();
+                    written_routes.push(self.store.update(Object::Route(next)).await?);
                 }
                 Some(_) => {}
             }
         }
+        for c in typed!(written_configurations, Configuration) {
+            upsert(&mut objs.configurations, &configurations, c, |c| {
+                &c.metadata
+            });
+        }
+        for r in typed!(written_routes, Route) {
+            upsert(&mut objs.routes, &routes, r, |r| &r.metadata);
+        }
         Ok(())
     }
 
-    /// Deletes objects whose controlling owner is gone (Kubernetes' garbage collector).
-    pub(super) async fn delete_orphans(&self, services: &[Service]) -> Result<(), StoreError> {
-        let configurations: Vec<Configuration> = typed!(
-            self.store.list(ObjectKind::Configuration, None).await?,
-            Configuration
+    /// Deletes objects whose controlling owner is gone (Kubernetes' garbage collector), from
+    /// the store and from `objs`.
+    pub(super) async fn delete_orphans(&self, objs: &mut Objects) -> Result<(), StoreError> {
+        let orphans = plan::orphans(
+            &objs.services,
+            &objs.configurations,
+            &objs.routes,
+            &objs.revisions,
         );
-        let routes: Vec<Route> = typed!(self.store.list(ObjectKind::Route, None).await?, Route);
-        let revisions: Vec<Revision> =
-            typed!(self.store.list(ObjectKind::Revision, None).await?, Revision);
-        for orphan in plan::orphans(services, &configurations, &routes, &revisions) {
+        for orphan in &orphans {
             let owner = if orphan.kind == ObjectKind::Revision {
                 "Configuration"
             } else {
@@ -93,6 +138,16 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 .delete(orphan.kind, &orphan.namespace, &orphan.name)
                 .await?;
         }
+        let gone: HashSet<(ObjectKind, (String, String))> = orphans
+            .into_iter()
+            .map(|o| (o.kind, (o.namespace, o.name)))
+            .collect();
+        let kept = |kind, meta: &ObjectMeta| !gone.contains(&(kind, id(meta)));
+        objs.configurations
+            .retain(|c| kept(ObjectKind::Configuration, &c.metadata));
+        objs.routes.retain(|r| kept(ObjectKind::Route, &r.metadata));
+        objs.revisions
+            .retain(|r| kept(ObjectKind::Revision, &r.metadata));
         Ok(())
     }
 
