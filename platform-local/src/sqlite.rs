@@ -701,11 +701,9 @@ mod tests {
         assert_eq!(deleted.objects[0].kind, ObjectKind::Service);
 
         // A reader older than what the journal remembers must list everything again.
-        let reopened = SqliteStore::in_memory().unwrap();
-        reopened.create(hello("a")).await.unwrap();
-        let mut db = reopened.db.lock().unwrap();
-        db.journal.floor = 1;
-        drop(db);
-        assert!(reopened.changed_since(0).is_none());
+        let trimmed = SqliteStore::in_memory().unwrap();
+        trimmed.create(hello("a")).await.unwrap();
+        trimmed.db.lock().unwrap().journal.floor = 1;
+        assert!(trimmed.changed_since(0).is_none());
     }
 }

@@ -180,8 +180,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             _ => None,
         };
         let Some(changes) = changes else {
-            self.reconcile_all().await?;
-            return Ok(self.requeue());
+            return self.reconcile_all().await;
         };
         let mut seeds: HashSet<Group> = HashSet::new();
         for changed in &changes.objects {
@@ -306,9 +305,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         Ok(objs)
     }
 
-    /// One pass over every object. Returns how soon a timed change (a rollout step) needs
-    /// the next pass.
-    pub async fn reconcile_all(&self) -> Result<Option<Duration>, StoreError> {
+    /// One pass over every object. Returns how soon the next timed pass is due.
+    pub async fn reconcile_all(&self) -> Result<Duration, StoreError> {
         let now = self.clock.elapsed();
         let cursor = *self.store.changes().borrow();
         let objs = Objects {
@@ -320,13 +318,16 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             routes: typed!(self.store.list(ObjectKind::Route, None).await?, Route),
             revisions: typed!(self.store.list(ObjectKind::Revision, None).await?, Revision),
         };
+        // What the pass reads of workloads and scales is the baseline later looks compare to.
         self.observe();
-        let requeue = self.pass(objs, None).await?;
-        let mut st = self.state();
-        st.cursor = Some(cursor);
-        st.last_full = Some(now);
-        st.full_needed = false;
-        Ok(requeue)
+        self.pass(objs, None).await?;
+        {
+            let mut st = self.state();
+            st.cursor = Some(cursor);
+            st.last_full = Some(now);
+            st.full_needed = false;
+        }
+        Ok(self.requeue())
     }
 
     /// Reconciles `objs`: every object (`scope` is `None`) or the closure `scope`.
@@ -334,7 +335,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         &self,
         mut objs: Objects,
         scope: Option<&BTreeSet<Group>>,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<(), StoreError> {
         let settings = self.settings.borrow().clone();
         let before = scope.map(|s| self.state().index.revision_keys(s));
         self.sync_service_children(&mut objs, &settings.defaults)
@@ -381,9 +382,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
                 st.index.deploying.insert(scope::revision_group(rev));
             }
         }
-        let mut requeue: Option<Duration> = None;
         for (g, step) in steps {
-            requeue = Some(requeue.map_or(step, |d| d.min(step)));
             let due = wall.checked_add(step).unwrap_or(wall);
             st.index.rolling.insert(g, due);
         }
@@ -391,7 +390,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             full: scope.is_none(),
             groups: scope.map_or(0, BTreeSet::len),
         };
-        Ok(requeue)
+        Ok(())
     }
 }
 

@@ -55,7 +55,8 @@ pub(super) fn revision_group(rev: &Revision) -> Group {
 struct Refs {
     /// Other groups: configurations a route sends traffic to, owners of another name.
     groups: BTreeSet<Group>,
-    /// Revisions (in the group's namespace) a route names, by name.
+    /// Revisions (in the group's namespace) a route names, by name: its own group's too, as a
+    /// named revision's group may not be known until the revision exists.
     revisions: BTreeSet<String>,
 }
 

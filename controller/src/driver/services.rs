@@ -31,6 +31,14 @@ fn upsert<T>(
     }
 }
 
+/// Where each object of `objs` is, by namespace and name.
+fn positions<T>(objs: &[T], meta: impl Fn(&T) -> &ObjectMeta) -> HashMap<(String, String), usize> {
+    objs.iter()
+        .enumerate()
+        .map(|(i, o)| (id(meta(o)), i))
+        .collect()
+}
+
 fn id(m: &ObjectMeta) -> (String, String) {
     (
         m.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -45,18 +53,8 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         objs: &mut Objects,
         defaults: &DefaultsConfig,
     ) -> Result<(), StoreError> {
-        let configurations: HashMap<_, usize> = objs
-            .configurations
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (id(&c.metadata), i))
-            .collect();
-        let routes: HashMap<_, usize> = objs
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (id(&r.metadata), i))
-            .collect();
+        let configurations = positions(&objs.configurations, |c| &c.metadata);
+        let routes = positions(&objs.routes, |r| &r.metadata);
         let mut written_configurations = Vec::new();
         let mut written_routes = Vec::new();
         for svc in &objs.services {
