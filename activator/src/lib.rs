@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use sluice_platform::RevisionKey;
+use sluice_platform::routing::RoutingUpdate;
 use sluice_relay::{Deadlines, Downstream, Edit, Failure, Limits, Pool, Refusal, RequestHead};
 use sluice_runtime::accept::Acceptor;
 use sluice_runtime::env::{EnvError, ProcessEnv, parse_or};
@@ -47,6 +48,23 @@ impl Routes {
     /// Installs a new snapshot.
     pub fn install(&self, snapshot: &sluice_platform::RoutingSnapshot) {
         let next = Table::build(snapshot, &self.table.load());
+        self.swap(next);
+    }
+
+    /// Installs a routing stream's line: a whole snapshot, or what changed since the last.
+    pub fn apply(&self, update: &RoutingUpdate) {
+        match update {
+            RoutingUpdate::Full(snapshot) => self.install(snapshot),
+            RoutingUpdate::Delta(delta) => {
+                let next = self.table.load().apply(delta);
+                self.swap(next);
+            }
+        }
+    }
+
+    fn swap(&self, next: Table) {
+        // The old table is dropped here unless requests still hold it; dropping what a
+        // change replaced costs what the change touched, as the rest is shared.
         self.table.store(Arc::new(next));
         self.changed.send_modify(|v| *v += 1);
     }

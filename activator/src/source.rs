@@ -1,5 +1,6 @@
-//! Where routing snapshots come from. Locally: a stream of JSON lines from the daemon's admin
-//! socket (`GET /v1/routing/watch`), followed forever with reconnects.
+//! Where routing comes from. Locally: a stream of JSON lines from the daemon's admin socket
+//! (`GET /v1/routing/watch`), the whole snapshot and then what changed, followed forever with
+//! reconnects (each starting from the whole snapshot again).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,12 +9,12 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use sluice_platform::RoutingSnapshot;
+use sluice_platform::routing::RoutingUpdate;
 use sluice_runtime::uds;
 
 use crate::Routes;
 
-/// Follows the daemon's routing stream, installing every snapshot; reconnects on failure.
+/// Follows the daemon's routing stream, installing every line; reconnects on failure.
 pub async fn follow_local(socket: PathBuf, routes: Arc<Routes>) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -45,8 +46,8 @@ async fn stream_once(
         }
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(pos + 1);
-            let snapshot: RoutingSnapshot = serde_json::from_slice(line.chunk())?;
-            routes.install(&snapshot);
+            let update: RoutingUpdate = serde_json::from_slice(line.chunk())?;
+            routes.apply(&update);
         }
     }
     Ok(())

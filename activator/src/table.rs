@@ -1,9 +1,10 @@
-//! The routing table: an immutable, O(1)-lookup form of a [`RoutingSnapshot`], rebuilt whole on
-//! every snapshot and swapped atomically. Per-endpoint in-flight counters and per-revision
-//! demand survive rebuilds, so load balancing and the autoscaler's view are not reset by
-//! routing changes.
+//! The routing table: an immutable, O(1)-lookup form of a [`RoutingSnapshot`], built whole
+//! from the first snapshot, then changed by each [`RoutingDelta`] into a new table that shares
+//! what did not change, and swapped atomically. Per-endpoint in-flight counters and
+//! per-revision demand survive changes, so load balancing and the autoscaler's view are not
+//! reset by routing changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use sluice_platform::ActivatorStat;
-use sluice_platform::routing::{RevisionKey, RoutingSnapshot};
+use sluice_platform::routing::{
+    HostRoute, RevisionBackends, RevisionKey, RoutingDelta, RoutingSnapshot,
+};
 use sluice_runtime::concurrency::Window;
 use tokio::sync::Notify;
 
@@ -252,86 +255,156 @@ impl Host {
     }
 }
 
-/// The activator's routing table.
-#[derive(Debug, Default)]
+/// The activator's routing table. Its maps are persistent (structure-sharing), so a change
+/// to one host or revision makes a new table in O(log n), sharing the rest with the old one,
+/// which requests in flight keep using.
+#[derive(Clone, Debug, Default)]
 pub struct Table {
-    hosts: HashMap<String, Arc<Host>>,
-    revisions: HashMap<RevisionKey, Arc<Revision>>,
+    /// Lowercased host to its split.
+    hosts: imbl::HashMap<String, Arc<Host>>,
+    revisions: imbl::HashMap<RevisionKey, Arc<Revision>>,
+    /// What each (lowercased) host was built from.
+    routes: imbl::HashMap<String, Arc<HostRoute>>,
+    /// The hosts naming each revision: they are rebuilt when it changes.
+    naming: imbl::HashMap<RevisionKey, Arc<BTreeSet<String>>>,
+}
+
+/// The revisions a host sends to, once each.
+fn named_by(route: &HostRoute) -> BTreeSet<&RevisionKey> {
+    let targets = route.targets.iter().map(|t| &t.revision);
+    targets.chain(route.tags.values()).collect()
+}
+
+/// A revision from its backends, keeping the demand and endpoint counters of `previous`
+/// (the same revision in the table being replaced).
+fn build_revision(
+    key: &RevisionKey,
+    backends: &RevisionBackends,
+    previous: Option<&Arc<Revision>>,
+) -> Revision {
+    let demand = previous.map_or_else(|| Arc::new(Demand::new()), |r| r.demand.clone());
+    let endpoints = backends
+        .endpoints
+        .iter()
+        .map(|addr| {
+            let reused = previous.and_then(|r| r.endpoints.iter().find(|e| e.addr == *addr));
+            reused.cloned().unwrap_or_else(|| {
+                Arc::new(Endpoint {
+                    addr: *addr,
+                    in_flight: AtomicU32::new(0),
+                    demand: demand.clone(),
+                })
+            })
+        })
+        .collect();
+    let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
+    Revision {
+        key: key.clone(),
+        timeout: Duration::from_secs(backends.timeout_seconds.max(1)),
+        container_concurrency: backends.container_concurrency,
+        buffered: backends.buffered,
+        endpoints,
+        demand,
+        headers: (header(&key.name), header(&key.namespace)),
+    }
+}
+
+fn build_host(route: &HostRoute, revisions: &imbl::HashMap<RevisionKey, Arc<Revision>>) -> Host {
+    let mut upto = 0;
+    let targets = route
+        .targets
+        .iter()
+        .filter(|t| t.percent > 0)
+        .filter_map(|t| {
+            let rev = revisions.get(&t.revision)?;
+            upto += t.percent;
+            Some((upto, rev.clone()))
+        })
+        .collect();
+    let tags = route
+        .tags
+        .iter()
+        .filter_map(|(tag, key)| Some((tag.clone(), revisions.get(key)?.clone())))
+        .collect();
+    Host {
+        route: route.route.clone(),
+        targets,
+        tags,
+    }
 }
 
 impl Table {
     /// Builds a table from a snapshot, reusing endpoint counters from `previous`.
     pub fn build(snapshot: &RoutingSnapshot, previous: &Table) -> Self {
-        let old: HashMap<(&RevisionKey, SocketAddr), &Arc<Endpoint>> = previous
-            .revisions
-            .iter()
-            .flat_map(|(k, r)| r.endpoints.iter().map(move |e| ((k, e.addr), e)))
-            .collect();
-        let revisions: HashMap<RevisionKey, Arc<Revision>> = snapshot
-            .revisions
-            .iter()
-            .map(|(key, backends)| {
-                let demand = previous
-                    .revisions
-                    .get(key)
-                    .map_or_else(|| Arc::new(Demand::new()), |r| r.demand.clone());
-                let endpoints = backends
-                    .endpoints
-                    .iter()
-                    .map(|addr| {
-                        let reused = old.get(&(key, *addr));
-                        reused.map(|e| Arc::clone(e)).unwrap_or_else(|| {
-                            Arc::new(Endpoint {
-                                addr: *addr,
-                                in_flight: AtomicU32::new(0),
-                                demand: demand.clone(),
-                            })
-                        })
-                    })
-                    .collect();
-                let header =
-                    |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
-                let rev = Revision {
-                    key: key.clone(),
-                    timeout: Duration::from_secs(backends.timeout_seconds.max(1)),
-                    container_concurrency: backends.container_concurrency,
-                    buffered: backends.buffered,
-                    endpoints,
-                    demand,
-                    headers: (header(&key.name), header(&key.namespace)),
-                };
-                (key.clone(), Arc::new(rev))
-            })
-            .collect();
-        let hosts = snapshot
-            .hosts
-            .iter()
-            .map(|(host, route)| {
-                let mut upto = 0;
-                let targets = route
-                    .targets
-                    .iter()
-                    .filter(|t| t.percent > 0)
-                    .filter_map(|t| {
-                        let rev = revisions.get(&t.revision)?;
-                        upto += t.percent;
-                        Some((upto, rev.clone()))
-                    })
-                    .collect();
-                let tags = route
-                    .tags
-                    .iter()
-                    .filter_map(|(tag, key)| Some((tag.clone(), revisions.get(key)?.clone())))
-                    .collect();
-                let host_entry = Host {
-                    route: route.route.clone(),
-                    targets,
-                    tags,
-                };
-                (host.to_ascii_lowercase(), Arc::new(host_entry))
-            })
-            .collect();
-        Self { hosts, revisions }
+        let hosts = snapshot.hosts.iter().map(|(h, r)| (h, Some(r)));
+        let revisions = snapshot.revisions.iter().map(|(k, b)| (k, Some(b)));
+        Table::default().changed(hosts, revisions, previous)
+    }
+
+    /// This table with `delta` applied.
+    pub fn apply(&self, delta: &RoutingDelta) -> Self {
+        let hosts = delta.hosts.iter().map(|(h, r)| (h, r.as_ref()));
+        let revisions = delta.revisions.iter().map(|(k, b)| (k, b.as_ref()));
+        self.changed(hosts, revisions, self)
+    }
+
+    /// This table with hosts and revisions set (or removed: `None`), counters kept from
+    /// `previous`; hosts naming a changed revision are rebuilt to point at the new one.
+    fn changed<'a>(
+        &self,
+        hosts: impl Iterator<Item = (&'a String, Option<&'a HostRoute>)>,
+        revisions: impl Iterator<Item = (&'a RevisionKey, Option<&'a RevisionBackends>)>,
+        previous: &Table,
+    ) -> Self {
+        let mut next = self.clone();
+        let mut rebuild: BTreeSet<String> = BTreeSet::new();
+        for (key, backends) in revisions {
+            match backends {
+                Some(b) => {
+                    let rev = build_revision(key, b, previous.revisions.get(key));
+                    next.revisions.insert(key.clone(), Arc::new(rev));
+                }
+                None => {
+                    next.revisions.remove(key);
+                }
+            }
+            if let Some(naming) = next.naming.get(key) {
+                rebuild.extend(naming.iter().cloned());
+            }
+        }
+        for (host, route) in hosts {
+            let host = host.to_ascii_lowercase();
+            if let Some(old) = next.routes.remove(&host) {
+                for key in named_by(&old) {
+                    if let Some(naming) = next.naming.get_mut(key) {
+                        Arc::make_mut(naming).remove(&host);
+                        if naming.is_empty() {
+                            next.naming.remove(key);
+                        }
+                    }
+                }
+            }
+            if let Some(route) = route {
+                for key in named_by(route) {
+                    let naming = next.naming.entry(key.clone()).or_default();
+                    Arc::make_mut(naming).insert(host.clone());
+                }
+                next.routes.insert(host.clone(), Arc::new(route.clone()));
+            }
+            rebuild.insert(host);
+        }
+        for host in rebuild {
+            match next.routes.get(&host) {
+                Some(route) => {
+                    let built = build_host(route, &next.revisions);
+                    next.hosts.insert(host, Arc::new(built));
+                }
+                None => {
+                    next.hosts.remove(&host);
+                }
+            }
+        }
+        next
     }
 
     /// The split for a host (already lowercased, without port).
@@ -353,7 +426,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_platform::routing::{HostRoute, RevisionBackends, WeightedTarget};
+    use sluice_platform::routing::WeightedTarget;
 
     fn snapshot(split: &[(&str, u32)], endpoints: &[&str]) -> RoutingSnapshot {
         let mut s = RoutingSnapshot::default();
@@ -438,5 +511,57 @@ mod tests {
         assert_eq!(ep.load(), 1);
         drop(held);
         assert_eq!(ep.load(), 0);
+    }
+
+    /// A host's split: cumulative percent, revision, endpoints.
+    type Split = Vec<(u32, String, Vec<SocketAddr>)>;
+
+    /// Hosts with their splits.
+    fn shape(t: &Table) -> Vec<(String, Split)> {
+        let mut hosts: Vec<_> = t
+            .hosts
+            .iter()
+            .map(|(h, host)| {
+                let targets = host.targets.iter().map(|(upto, r)| {
+                    let eps = r.endpoints.iter().map(|e| e.addr).collect();
+                    (*upto, r.key.name.clone(), eps)
+                });
+                (h.clone(), targets.collect())
+            })
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    #[test]
+    fn deltas_build_what_the_whole_snapshot_builds() {
+        let s1 = snapshot(&[("a", 100)], &["127.0.0.1:1"]);
+        let t1 = Table::build(&s1, &Table::default());
+        let (_, held) = t1.revision(&RevisionKey::new("default", "a")).unwrap().pick().unwrap();
+
+        // A new split and endpoints; the held request still counts on the kept endpoint.
+        let s2 = snapshot(&[("a", 50), ("b", 50)], &["127.0.0.1:1", "127.0.0.1:2"]);
+        let t2 = t1.apply(&s1.delta_to(&s2));
+        assert_eq!(shape(&t2), shape(&Table::build(&s2, &t1)));
+        let a = t2.revision(&RevisionKey::new("default", "a")).unwrap();
+        assert_eq!(a.in_flight(), 1);
+        drop(held);
+        assert_eq!(a.in_flight(), 0);
+
+        // Only a revision's endpoints change: the host naming it follows.
+        let mut s3 = s2.clone();
+        let key = RevisionKey::new("default", "b");
+        s3.revisions.get_mut(&key).unwrap().endpoints = vec!["127.0.0.1:3".parse().unwrap()];
+        let delta = s2.delta_to(&s3);
+        assert!(delta.hosts.is_empty());
+        let t3 = t2.apply(&delta);
+        assert_eq!(shape(&t3), shape(&Table::build(&s3, &t2)));
+        assert_eq!(shape(&t2), shape(&Table::build(&s2, &t1)), "the old table changed");
+
+        // Everything removed leaves nothing behind.
+        let t4 = t3.apply(&s3.delta_to(&RoutingSnapshot::default()));
+        assert!(t4.host("hello.default.localhost").is_none());
+        assert_eq!(t4.revisions().count(), 0);
+        assert!(t4.routes.is_empty() && t4.naming.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use kube::api::{Api, PostParams};
 use sluice_api::config::{Configs, DefaultsConfig};
 use sluice_api::{Object, ObjectKind, Revision, manifest};
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{Clock, Store, SystemClock};
 use sluice_platform_kube::{KubeStore, KubeWorkloads, KubeWorkloadsConfig};
 use tokio::sync::watch;
@@ -107,7 +107,7 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
     ));
     workloads.watch();
     let (_settings_tx, settings) = watch::channel(Arc::new(Configs::default()));
-    let (snapshot_tx, _snapshot) = watch::channel(Arc::new(RoutingSnapshot::default()));
+    let routing = Arc::new(RoutingFeed::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let autoscaler = Autoscaler::new(clock.clone());
     let controller = Controller::new(
@@ -115,7 +115,7 @@ async fn a_service_becomes_knative_objects_and_a_deployment() {
         workloads.clone(),
         autoscaler.clone(),
         settings,
-        snapshot_tx,
+        routing,
         clock,
     );
     let (stop_tx, mut stop) = watch::channel(false);

@@ -9,7 +9,7 @@
 //! POST   /v1/apply[?dryRun=true]           create or replace (body: object)
 //! POST   /v1/create                        create only (body: object)
 //! DELETE /v1/objects/{kind}/{ns}/{name}    delete (children follow)
-//! GET    /v1/routing/watch                 JSON lines, one snapshot per change
+//! GET    /v1/routing/watch                 JSON lines: the snapshot, then what changed
 //! POST   /v1/stats                         the activator's per-revision reports
 //! ```
 
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use sluice_api::config::Configs;
 use sluice_api::{Object, ObjectKind};
 use sluice_controller::Autoscaler;
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{ActivatorStat, Store, StoreError};
 use sluice_platform_local::SqliteStore;
 use tokio::sync::{mpsc, watch};
@@ -43,8 +43,8 @@ pub struct Admin {
     pub store: Arc<SqliteStore>,
     /// Current operator settings.
     pub settings: watch::Receiver<Arc<Configs>>,
-    /// Current routing snapshot.
-    pub routing: watch::Receiver<Arc<RoutingSnapshot>>,
+    /// Current routing and its changes.
+    pub routing: Arc<RoutingFeed>,
     /// Revisions' autoscalers, fed by the activator's reports.
     pub autoscaler: Arc<Autoscaler>,
     /// Who writes (for creator / lastModifier).
@@ -245,20 +245,26 @@ impl Admin {
         }
     }
 
+    /// The whole snapshot once the controller's first full pass published it (an activator
+    /// serving from the empty placeholder would refuse every host), then one line per change
+    /// with only what changed; the whole snapshot again if this reader fell behind.
     fn routing_stream(&self) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Bytes>(4);
-        let mut routing = self.routing.clone();
+        let routing = self.routing.clone();
         tokio::spawn(async move {
-            // The value before the controller's first full pass is a placeholder; an
-            // activator serving from it would refuse every host.
-            if !routing.has_changed().unwrap_or(false) && routing.changed().await.is_err() {
-                return;
-            }
+            let mut versions = routing.subscribe();
+            let mut seen = 0;
             loop {
-                let snapshot = routing.borrow_and_update().clone();
-                let mut line = serde_json::to_vec(&*snapshot).expect("snapshots serialize");
-                line.push(b'\n');
-                if tx.send(Bytes::from(line)).await.is_err() || routing.changed().await.is_err() {
+                versions.borrow_and_update();
+                if let Some((version, update)) = routing.update_since(seen) {
+                    let mut line = serde_json::to_vec(&update).expect("routing updates serialize");
+                    line.push(b'\n');
+                    if tx.send(Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                    seen = version;
+                }
+                if versions.changed().await.is_err() {
                     return;
                 }
             }

@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{Clock, SystemClock};
 use sluice_platform_local::process::{Process, pass_listener};
 use sluice_platform_local::{SqliteStore, Supervisor, SupervisorConfig};
@@ -157,7 +157,7 @@ pub async fn run(
         stop_grace: Duration::from_secs(5),
         drain_quiet: Duration::from_millis(300),
     }));
-    let (routing_tx, routing_rx) = watch::channel(Arc::new(RoutingSnapshot::default()));
+    let routing = Arc::new(RoutingFeed::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -174,7 +174,7 @@ pub async fn run(
         supervisor.clone(),
         autoscaler.clone(),
         settings_rx.clone(),
-        routing_tx,
+        routing.clone(),
         clock,
     );
     let controller_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
@@ -187,7 +187,7 @@ pub async fn run(
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         settings: settings_rx,
-        routing: routing_rx,
+        routing,
         autoscaler,
         user: sluice_runtime::user_name(),
         info: json!({

@@ -1,5 +1,10 @@
 //! The routing snapshot: everything the activator needs to route a request, computed by the
-//! control plane and handed over whole. The activator never sees objects, only snapshots.
+//! control plane. The activator never sees objects, only a snapshot and then what changed in
+//! it ([`RoutingUpdate`]), from a [`RoutingFeed`].
+
+mod feed;
+
+pub use feed::RoutingFeed;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,32 +103,106 @@ pub struct ActivatorStat {
     pub held_requests: f64,
 }
 
+/// What changed in a snapshot: each host and revision named is set to its new value, or
+/// removed (`None`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoutingDelta {
+    /// Hosts set or removed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Option<HostRoute>>,
+    /// Revisions set or removed (pairs in JSON, as in [`RoutingSnapshot`]).
+    #[serde(
+        default,
+        with = "by_revision",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub revisions: BTreeMap<RevisionKey, Option<RevisionBackends>>,
+}
+
+impl RoutingDelta {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.revisions.is_empty()
+    }
+
+    /// Adds `later`'s changes, which win over this delta's.
+    pub fn extend(&mut self, later: RoutingDelta) {
+        self.hosts.extend(later.hosts);
+        self.revisions.extend(later.revisions);
+    }
+}
+
+/// One line of the routing stream: the whole snapshot (first, and whenever a reader fell
+/// behind what the feed remembers), or what changed since the last line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RoutingUpdate {
+    /// Replace everything.
+    Full(RoutingSnapshot),
+    /// Apply to what the last lines built.
+    Delta(RoutingDelta),
+}
+
 impl RoutingSnapshot {
     /// The backends of a revision, if it is routed.
     pub fn revision(&self, key: &RevisionKey) -> Option<&RevisionBackends> {
         self.revisions.get(key)
     }
+
+    /// Applies `delta`.
+    pub fn apply(&mut self, delta: &RoutingDelta) {
+        for (host, route) in &delta.hosts {
+            match route {
+                Some(route) => self.hosts.insert(host.clone(), route.clone()),
+                None => self.hosts.remove(host),
+            };
+        }
+        for (key, backends) in &delta.revisions {
+            match backends {
+                Some(backends) => self.revisions.insert(key.clone(), backends.clone()),
+                None => self.revisions.remove(key),
+            };
+        }
+    }
+
+    /// What turns this snapshot into `next`.
+    pub fn delta_to(&self, next: &RoutingSnapshot) -> RoutingDelta {
+        fn diff<K: Ord + Clone, V: PartialEq + Clone>(
+            old: &BTreeMap<K, V>,
+            new: &BTreeMap<K, V>,
+        ) -> BTreeMap<K, Option<V>> {
+            let gone = old.keys().filter(|k| !new.contains_key(*k));
+            let set = new.iter().filter(|(k, v)| old.get(*k) != Some(*v));
+            gone.map(|k| (k.clone(), None))
+                .chain(set.map(|(k, v)| (k.clone(), Some(v.clone()))))
+                .collect()
+        }
+        RoutingDelta {
+            hosts: diff(&self.hosts, &next.hosts),
+            revisions: diff(&self.revisions, &next.revisions),
+        }
+    }
 }
 
-/// The revision map as a sequence of pairs.
+/// A revision map as a sequence of `[key, value]` pairs.
 mod by_revision {
     use std::collections::BTreeMap;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{RevisionBackends, RevisionKey};
+    use super::RevisionKey;
 
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<RevisionKey, RevisionBackends>,
+    pub fn serialize<S: Serializer, V: Serialize>(
+        map: &BTreeMap<RevisionKey, V>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
         d: D,
-    ) -> Result<BTreeMap<RevisionKey, RevisionBackends>, D::Error> {
-        let pairs: Vec<(RevisionKey, RevisionBackends)> = Vec::deserialize(d)?;
+    ) -> Result<BTreeMap<RevisionKey, V>, D::Error> {
+        let pairs: Vec<(RevisionKey, V)> = Vec::deserialize(d)?;
         Ok(pairs.into_iter().collect())
     }
 }

@@ -17,7 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use sluice_controller::{Autoscaler, Controller};
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{ActivatorStat, Clock, SystemClock};
 use sluice_platform_kube::{Elector, KubeStore, KubeWorkloads, KubeWorkloadsConfig, LeaseTimings};
 use sluice_runtime::accept::Acceptor;
@@ -212,8 +212,8 @@ pub async fn run(
         workloads.clone(),
         stopped(stop_rx.clone()),
     ));
-    // The activators build their own snapshots from the cluster; this one is unused.
-    let (routing, _) = watch::channel(Arc::new(RoutingSnapshot::default()));
+    // The activators build their own snapshots from the cluster; this feed is unread.
+    let routing = Arc::new(RoutingFeed::new());
     let controller = Controller::new(store, workloads, autoscaler, settings, routing, clock);
     let ingress = args.ingress_host.clone().unwrap_or_else(|| {
         format!(

@@ -4,22 +4,19 @@
 //! through [`FastPath::ensure`], which remembers what it asked for.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::{RoutingFeed, RoutingSnapshot};
 use sluice_platform::{RevisionKey, WorkloadSpec, Workloads};
-use tokio::sync::watch;
 
 use crate::autoscaling::Autoscaler;
 
 pub(super) struct FastPath<W> {
     pub(super) workloads: Arc<W>,
     pub(super) autoscaler: Arc<Autoscaler>,
-    pub(super) snapshot: watch::Sender<Arc<RoutingSnapshot>>,
-    /// Whether a full pass has published: until then the snapshot is only the empty
-    /// placeholder, which the activator must not serve from.
-    published: AtomicBool,
+    /// Where routing goes; unpublished until the first full pass, so the activator never
+    /// serves from an empty placeholder.
+    pub(super) routing: Arc<RoutingFeed>,
     /// Every revision's workload as last ensured.
     ensured: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
 }
@@ -28,13 +25,12 @@ impl<W: Workloads> FastPath<W> {
     pub(super) fn new(
         workloads: Arc<W>,
         autoscaler: Arc<Autoscaler>,
-        snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+        routing: Arc<RoutingFeed>,
     ) -> Self {
         Self {
             workloads,
             autoscaler,
-            snapshot,
-            published: AtomicBool::new(false),
+            routing,
             ensured: Mutex::default(),
         }
     }
@@ -114,54 +110,27 @@ impl<W: Workloads> FastPath<W> {
         }
     }
 
-    /// Publishes a scoped pass's part of the snapshot: the hosts of routes `in_scope` says
-    /// the pass read, and their revisions, are replaced by `part`'s.
-    pub(super) fn publish_part(&self, part: RoutingSnapshot, in_scope: impl Fn(&str) -> bool) {
-        let current = self.snapshot.borrow().clone();
-        let mut next = (*current).clone();
-        next.hosts.retain(|_, h| !in_scope(&h.route));
-        // What the other routes name is outside the scope (a scope holds every route naming
-        // its revisions), so it stays as it was; the scope's revisions come from `part`.
-        let named: HashSet<&RevisionKey> = next
-            .hosts
-            .values()
-            .flat_map(|h| h.targets.iter().map(|t| &t.revision).chain(h.tags.values()))
-            .collect();
-        let mut revisions = std::mem::take(&mut next.revisions);
-        revisions.retain(|k, _| named.contains(k));
-        revisions.extend(part.revisions);
-        next.revisions = revisions;
-        next.hosts.extend(part.hosts);
-        self.publish(next);
+    /// Publishes a scoped pass's part of the snapshot: the hosts of `routes` (the routes the
+    /// pass read, `namespace/name`) and the revisions they name are replaced by `part`'s.
+    pub(super) fn publish_part<'a>(
+        &self,
+        routes: impl IntoIterator<Item = &'a str>,
+        part: RoutingSnapshot,
+    ) {
+        self.routing.publish_routes(routes, part);
     }
 
-    /// Publishes `next` if it differs from the current snapshot, and always the first time
-    /// (an empty first table is still news: the activator waits for it).
+    /// Publishes a full pass's snapshot.
     pub(super) fn publish(&self, next: RoutingSnapshot) {
-        let first = !self.published.swap(true, Ordering::AcqRel);
-        self.snapshot.send_if_modified(|current| {
-            if **current == next && !first {
-                return false;
-            }
-            *current = Arc::new(next);
-            true
-        });
+        self.routing.publish(next);
     }
 
-    /// Republishes the routing snapshot with every revision's current ready endpoints, without
-    /// reading the store: a replica that turns ready serves at once.
+    /// Sets every routed revision's current ready endpoints, without reading the store: a
+    /// replica that turns ready serves at once.
     pub(super) fn refresh_endpoints(&self) {
-        self.snapshot.send_if_modified(|current| {
-            let mut next = (**current).clone();
-            for (key, backends) in &mut next.revisions {
-                let status = self.workloads.status(key);
-                backends.endpoints = status.map(|s| s.endpoints).unwrap_or_default();
-            }
-            if next == **current {
-                return false;
-            }
-            *current = Arc::new(next);
-            true
+        self.routing.refresh_endpoints(|key| {
+            let status = self.workloads.status(key);
+            status.map(|s| s.endpoints).unwrap_or_default()
         });
     }
 

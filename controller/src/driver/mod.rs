@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use sluice_api::config::Configs;
 use sluice_api::{Object, ObjectKind};
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{Clock, Store, StoreError, Workloads};
 use tokio::sync::watch;
 
@@ -91,19 +91,19 @@ macro_rules! typed {
 use typed;
 
 impl<S: Store, W: Workloads> Controller<S, W> {
-    /// A controller publishing routing snapshots to `snapshot`, reading time from `clock`.
+    /// A controller publishing routing to `routing`, reading time from `clock`.
     pub fn new(
         store: Arc<S>,
         workloads: Arc<W>,
         autoscaler: Arc<Autoscaler>,
         settings: watch::Receiver<Arc<Configs>>,
-        snapshot: watch::Sender<Arc<RoutingSnapshot>>,
+        routing: Arc<RoutingFeed>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let fast = Arc::new(FastPath::new(
             workloads.clone(),
             autoscaler.clone(),
-            snapshot,
+            routing,
         ));
         Self {
             store,
@@ -362,11 +362,14 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         });
         match scope {
             None => self.fast.publish(snapshot),
-            Some(scope) => self.fast.publish_part(snapshot, |route| {
-                route
-                    .split_once('/')
-                    .is_some_and(|(ns, name)| scope.contains(&(ns.to_owned(), name.to_owned())))
-            }),
+            Some(scope) => {
+                let routes: Vec<String> = scope
+                    .iter()
+                    .map(|(ns, name)| format!("{ns}/{name}"))
+                    .collect();
+                self.fast
+                    .publish_part(routes.iter().map(String::as_str), snapshot);
+            }
         }
         // A replica may have turned ready (or gone) since the endpoints above were read.
         self.fast.refresh_endpoints();

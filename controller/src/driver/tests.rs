@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice_api::config::{Configs, GcConfig};
 use sluice_api::manifest::parse_documents;
 use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
-use sluice_platform::routing::RoutingSnapshot;
+use sluice_platform::routing::{RoutingFeed, RoutingSnapshot};
 use sluice_platform::workloads::WorkloadError;
 use sluice_platform::{ManualClock, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads};
 use sluice_platform_local::sqlite::SqliteStore;
@@ -81,25 +81,29 @@ struct World {
     workloads: Arc<InstantWorkloads>,
     autoscaler: Arc<Autoscaler>,
     clock: Arc<ManualClock>,
-    snapshot: watch::Receiver<Arc<RoutingSnapshot>>,
+    routing: Arc<RoutingFeed>,
     controller: Controller<SqliteStore, InstantWorkloads>,
 }
 
 impl World {
+    fn snapshot(&self) -> RoutingSnapshot {
+        self.routing.snapshot()
+    }
+
     fn new(configs: Configs) -> Self {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let workloads = Arc::new(InstantWorkloads::default());
         // The store stamps creation with the wall clock; the driven clock starts there too.
         let clock = Arc::new(ManualClock::new(jiff::Timestamp::now()));
         let autoscaler = Autoscaler::new(clock.clone());
-        let (snapshot_tx, snapshot) = watch::channel(Arc::new(RoutingSnapshot::default()));
+        let routing = Arc::new(RoutingFeed::new());
         let (_settings_tx, settings) = watch::channel(Arc::new(configs));
         let controller = Controller::new(
             store.clone(),
             workloads.clone(),
             autoscaler.clone(),
             settings,
-            snapshot_tx,
+            routing.clone(),
             clock.clone(),
         );
         Self {
@@ -107,7 +111,7 @@ impl World {
             workloads,
             autoscaler,
             clock,
-            snapshot,
+            routing,
             controller,
         }
     }
@@ -223,7 +227,7 @@ async fn a_service_becomes_ready_and_routed() {
     assert_eq!(w.workloads.replicas("default", "hello-00001"), Some(1));
     let route = w.route("default", "hello").await;
     assert_eq!(traffic(&route), [("hello-00001".to_owned(), 100)]);
-    let snapshot = w.snapshot.borrow().clone();
+    let snapshot = w.snapshot();
     let host = &snapshot.hosts["hello.default.svc.cluster.local"];
     assert_eq!(
         host.targets[0].revision,
@@ -301,7 +305,7 @@ async fn same_named_services_in_two_namespaces_stay_apart() {
     assert_eq!(w.workloads.replicas("e1", "same-00001"), None);
     assert_eq!(w.workloads.replicas("e2", "same-00001"), Some(1));
 
-    let snapshot = w.snapshot.borrow().clone();
+    let snapshot = w.snapshot();
     let target = |host: &str| snapshot.hosts[host].targets[0].revision.clone();
     assert_eq!(
         target("same.e1.svc.cluster.local"),
@@ -328,18 +332,8 @@ async fn same_named_services_in_two_namespaces_stay_apart() {
     assert_eq!(w.workloads.replicas("e1", "same-00002"), None);
     assert_eq!(w.revisions("e2").await, ["same-00001"]);
     assert_eq!(w.workloads.replicas("e2", "same-00001"), Some(1));
-    assert!(
-        w.snapshot
-            .borrow()
-            .hosts
-            .contains_key("same.e2.svc.cluster.local")
-    );
-    assert!(
-        !w.snapshot
-            .borrow()
-            .hosts
-            .contains_key("same.e1.svc.cluster.local")
-    );
+    assert!(w.snapshot().hosts.contains_key("same.e2.svc.cluster.local"));
+    assert!(!w.snapshot().hosts.contains_key("same.e1.svc.cluster.local"));
 }
 
 #[tokio::test]
@@ -466,7 +460,7 @@ async fn a_replica_turning_ready_is_routed_without_a_pass() {
     w.apply(&service_yaml("default", "hello", "a", "")).await;
     w.settle().await;
     let key = RevisionKey::new("default", "hello-00001");
-    let endpoints = |w: &World| w.snapshot.borrow().revision(&key).unwrap().endpoints.len();
+    let endpoints = |w: &World| w.snapshot().revision(&key).unwrap().endpoints.len();
     assert_eq!(endpoints(&w), 1);
     let version = *w.store.changes().borrow();
     let ready = |yes: bool| {
@@ -538,7 +532,7 @@ async fn a_change_reads_only_its_service_and_matches_a_full_pass() {
         traffic(&w.route("default", "s7").await),
         [("s7-00002".to_owned(), 100)]
     );
-    let scoped = w.snapshot.borrow().clone();
+    let scoped = w.snapshot();
     assert_eq!(
         scoped.hosts.len(),
         20,
@@ -555,7 +549,7 @@ async fn a_change_reads_only_its_service_and_matches_a_full_pass() {
     let version = *w.store.changes().borrow();
     w.controller.reconcile_all().await.unwrap();
     assert_eq!(*w.store.changes().borrow(), version, "a full pass wrote");
-    assert_eq!(*w.snapshot.borrow().clone(), *scoped);
+    assert_eq!(w.snapshot(), scoped);
 }
 
 #[tokio::test]
@@ -571,7 +565,7 @@ async fn a_route_naming_another_services_revision_follows_its_deletion() {
         [("a-00001".to_owned(), 100)]
     );
     assert_eq!(
-        w.snapshot.borrow().hosts["b.default.svc.cluster.local"].targets[0]
+        w.snapshot().hosts["b.default.svc.cluster.local"].targets[0]
             .revision
             .name,
         "a-00001"
@@ -588,7 +582,7 @@ async fn a_route_naming_another_services_revision_follows_its_deletion() {
     let route = w.route("default", "b").await;
     let st = route.status.as_ref().unwrap();
     assert_eq!(ready(&st.conditions).0, "False", "{:?}", st.conditions);
-    let snapshot = w.snapshot.borrow().clone();
+    let snapshot = w.snapshot();
     assert!(
         !snapshot
             .revisions
