@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sluice_api::contract::metrics;
 use sluice_autoscaler::{RevisionScaler, Scale, ScalerSpec, Stat};
-use sluice_platform::{ActivatorStat, Clock, RevisionKey, Workloads};
+use sluice_platform::{ActivatorStat, Clock, RevisionChanges, RevisionKey, Workloads};
 use tokio::sync::watch;
 
 /// Knative's scrape period.
@@ -25,7 +25,7 @@ pub struct Autoscaler {
     /// Every revision synced in this process's life: only a first sync resumes a stored scale.
     seen: Mutex<HashSet<RevisionKey>>,
     clock: Arc<dyn Clock>,
-    changes: watch::Sender<u64>,
+    changes: RevisionChanges,
 }
 
 impl Autoscaler {
@@ -35,7 +35,7 @@ impl Autoscaler {
             scalers: Mutex::default(),
             seen: Mutex::default(),
             clock,
-            changes: watch::channel(0).0,
+            changes: RevisionChanges::new(),
         })
     }
 
@@ -46,6 +46,17 @@ impl Autoscaler {
     /// A signal that changes whenever a decision changes a revision's scale or activity.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// The version [`Autoscaler::changes`] is at.
+    pub fn version(&self) -> u64 {
+        self.changes.version()
+    }
+
+    /// The revisions whose decision changed after the [`Autoscaler::changes`] value `seen`, or
+    /// `None` when that is too long ago to say.
+    pub fn changed_since(&self, seen: u64) -> Option<Vec<RevisionKey>> {
+        self.changes.since(seen)
     }
 
     /// The scale of a reachable revision under `spec`. Its scaler starts the first time:
@@ -125,14 +136,14 @@ impl Autoscaler {
             before != after
         };
         if changed {
-            self.changes.send_modify(|v| *v += 1);
+            self.changes.touch(&report.revision);
         }
     }
 
     /// Decides every revision's scale from its ready replicas; wakes the driver on a change.
     pub fn tick(&self, ready: impl Fn(&RevisionKey) -> u32) {
         let now = self.now();
-        let mut changed = false;
+        let mut changed = Vec::new();
         for (key, s) in self.scalers.lock().expect("autoscaler lock").iter_mut() {
             let before = s.scale();
             let after = s.tick(now, ready(key));
@@ -141,11 +152,11 @@ impl Autoscaler {
                 || (before.excess_burst_capacity < 0.0) != (after.excess_burst_capacity < 0.0)
             {
                 tracing::info!(revision = %key, from = before.desired, to = after.desired, activity = ?after.activity, panicking = after.panicking, "Scale decided.");
-                changed = true;
+                changed.push(key.clone());
             }
         }
-        if changed {
-            self.changes.send_modify(|v| *v += 1);
+        for key in &changed {
+            self.changes.touch(key);
         }
     }
 }

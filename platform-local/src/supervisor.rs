@@ -22,6 +22,7 @@ use sluice_api::template::expand_env_refs;
 use crate::ports::PortPool;
 use crate::process::{Process, exit_reason};
 use crate::sockets;
+use sluice_platform::RevisionChanges;
 use sluice_platform::routing::RevisionKey;
 use sluice_platform::workloads::{
     ReplicaFailure, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
@@ -55,7 +56,7 @@ pub struct SupervisorConfig {
 pub struct Supervisor {
     cfg: Arc<SupervisorConfig>,
     revisions: Arc<Mutex<HashMap<RevisionKey, RevisionRun>>>,
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<RevisionChanges>,
     ports: PortPool,
 }
 
@@ -88,11 +89,10 @@ struct Ports {
 impl Supervisor {
     /// A supervisor with no revisions.
     pub fn new(cfg: SupervisorConfig) -> Self {
-        let (changes, _) = watch::channel(0);
         Self {
             cfg: Arc::new(cfg),
             revisions: Arc::default(),
-            changes: Arc::new(changes),
+            changes: Arc::default(),
             ports: PortPool::new(),
         }
     }
@@ -181,7 +181,7 @@ impl Workloads for Supervisor {
             }
             to_stop
         };
-        self.changes.send_modify(|v| *v += 1);
+        self.changes.touch(&spec.key);
         // Draining can take up to the revision timeout; the caller does not wait for it.
         if !to_stop.is_empty() {
             tokio::spawn(futures_join_all(to_stop.into_iter().map(stop_replica)));
@@ -192,11 +192,11 @@ impl Workloads for Supervisor {
     async fn delete(&self, key: &RevisionKey) -> Result<(), WorkloadError> {
         let run = self.revisions.lock().expect("lock").remove(key);
         if let Some(run) = run {
-            self.changes.send_modify(|v| *v += 1);
-            let changes = self.changes.clone();
+            self.changes.touch(key);
+            let (changes, key) = (self.changes.clone(), key.clone());
             tokio::spawn(async move {
                 futures_join_all(run.replicas.into_iter().map(stop_replica)).await;
-                changes.send_modify(|v| *v += 1);
+                changes.touch(&key);
             });
         }
         Ok(())
@@ -236,6 +236,10 @@ impl Workloads for Supervisor {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    fn changed_since(&self, seen: u64) -> Option<Vec<RevisionKey>> {
+        self.changes.since(seen)
+    }
 }
 
 /// One replica's life: start, probe, restart on crash, stop on request.
@@ -244,7 +248,7 @@ struct Replica {
     spec: WorkloadSpec,
     pod: String,
     state: Arc<Mutex<ReplicaState>>,
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<RevisionChanges>,
     ports: PortPool,
 }
 
@@ -257,7 +261,7 @@ enum Ended {
 impl Replica {
     fn set(&self, f: impl FnOnce(&mut ReplicaState)) {
         f(&mut self.state.lock().expect("lock"));
-        self.changes.send_modify(|v| *v += 1);
+        self.changes.touch(&self.spec.key);
     }
 
     async fn run(self, mut stop: oneshot::Receiver<()>) {

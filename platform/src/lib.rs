@@ -7,11 +7,13 @@
 //! the activator and the controllers build neither.
 
 pub mod admission;
+pub mod changes;
 pub mod clock;
 pub mod routing;
 pub mod store;
 pub mod workloads;
 
+pub use changes::RevisionChanges;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use routing::{ActivatorStat, RevisionKey, RoutingSnapshot};
 pub use store::{Store, StoreError};

@@ -125,4 +125,11 @@ pub trait Workloads: Send + Sync + 'static {
 
     /// A signal that changes whenever any replica changes state.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// The revisions whose status changed after the [`Workloads::changes`] value `seen`, or
+    /// `None` when the platform cannot say: then every revision may have changed.
+    fn changed_since(&self, seen: u64) -> Option<Vec<RevisionKey>> {
+        let _ = seen;
+        None
+    }
 }

@@ -35,20 +35,26 @@ impl<W: Workloads> FastPath<W> {
         }
     }
 
-    /// Applies the autoscaler's current decisions to the workloads.
-    pub(super) async fn apply_scales(&self) {
+    /// Applies the autoscaler's current decisions to the workloads: of every revision, or of
+    /// those in `only`.
+    pub(super) async fn apply_scales(&self, only: Option<&[RevisionKey]>) {
         let changed: Vec<WorkloadSpec> = {
             let ensured = self.ensured.lock().expect("ensured lock");
-            ensured
-                .iter()
-                .filter_map(|(key, spec)| {
-                    let desired = self.autoscaler.scale(key)?.desired;
-                    (desired != spec.replicas).then(|| WorkloadSpec {
-                        replicas: desired,
-                        ..spec.clone()
-                    })
+            let rescale = |(key, spec): (&RevisionKey, &WorkloadSpec)| {
+                let desired = self.autoscaler.scale(key)?.desired;
+                (desired != spec.replicas).then(|| WorkloadSpec {
+                    replicas: desired,
+                    ..spec.clone()
                 })
-                .collect()
+            };
+            match only {
+                None => ensured.iter().filter_map(rescale).collect(),
+                Some(keys) => keys
+                    .iter()
+                    .filter_map(|k| ensured.get_key_value(k))
+                    .filter_map(rescale)
+                    .collect(),
+            }
         };
         for spec in changed {
             self.ensure(spec).await;
@@ -125,27 +131,37 @@ impl<W: Workloads> FastPath<W> {
         self.routing.publish(next);
     }
 
-    /// Sets every routed revision's current ready endpoints, without reading the store: a
-    /// replica that turns ready serves at once.
-    pub(super) fn refresh_endpoints(&self) {
-        self.routing.refresh_endpoints(|key| {
+    /// Sets the current ready endpoints of every routed revision (or of those in `only`),
+    /// without reading the store: a replica that turns ready serves at once.
+    pub(super) fn refresh_endpoints(&self, only: Option<&[RevisionKey]>) {
+        self.routing.refresh_endpoints(only, |key| {
             let status = self.workloads.status(key);
             status.map(|s| s.endpoints).unwrap_or_default()
         });
     }
 
+    /// Follows the workloads and the autoscaler, looking only at the revisions they say
+    /// changed (at all of them when they cannot say).
     pub(super) async fn follow(&self) {
         let mut workload_changes = self.workloads.changes();
         let mut scale_changes = self.autoscaler.changes();
+        let mut workloads_seen = *workload_changes.borrow_and_update();
+        let mut scales_seen = *scale_changes.borrow_and_update();
         loop {
             tokio::select! {
                 r = workload_changes.changed() => {
                     if r.is_err() { return; }
-                    self.refresh_endpoints();
+                    let now = *workload_changes.borrow_and_update();
+                    let keys = self.workloads.changed_since(workloads_seen);
+                    workloads_seen = now;
+                    self.refresh_endpoints(keys.as_deref());
                 }
                 r = scale_changes.changed() => {
                     if r.is_err() { return; }
-                    self.apply_scales().await;
+                    let now = *scale_changes.borrow_and_update();
+                    let keys = self.autoscaler.changed_since(scales_seen);
+                    scales_seen = now;
+                    self.apply_scales(keys.as_deref()).await;
                 }
             }
         }

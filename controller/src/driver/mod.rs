@@ -23,7 +23,7 @@ use std::time::Duration;
 use sluice_api::config::Configs;
 use sluice_api::{Object, ObjectKind};
 use sluice_platform::routing::RoutingFeed;
-use sluice_platform::{Clock, Store, StoreError, Workloads};
+use sluice_platform::{Clock, RevisionKey, Store, StoreError, Workloads};
 use tokio::sync::watch;
 
 use crate::autoscaling::Autoscaler;
@@ -56,6 +56,8 @@ struct State {
     full_needed: bool,
     /// What the last pass read.
     last_pass: PassReport,
+    /// The workloads' and the autoscaler's change versions the last look saw.
+    looked: (u64, u64),
 }
 
 /// What one pass read: for tests and logs.
@@ -211,7 +213,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
         seeds.extend(self.timed_groups(now));
-        seeds.extend(self.observe());
+        seeds.extend(self.observe(false));
         self.state().cursor = Some(changes.version);
         if seeds.is_empty() {
             return Ok(self.requeue());
@@ -244,9 +246,28 @@ impl<S: Store, W: Workloads> Controller<S, W> {
         out
     }
 
-    /// The groups of revisions whose workload or scale changed since the last look.
-    fn observe(&self) -> HashSet<Group> {
-        self.state().index.observe(|key| Observed {
+    /// The groups of revisions whose workload or scale changed since the last look: a look
+    /// at the revisions the workloads and the autoscaler name as changed, or at all of them
+    /// (`everything`, or when either cannot say).
+    fn observe(&self, everything: bool) -> HashSet<Group> {
+        let now = (
+            *self.workloads.changes().borrow(),
+            self.autoscaler.version(),
+        );
+        let mut st = self.state();
+        let (workloads, scales) = st.looked;
+        let changed = match (
+            self.workloads.changed_since(workloads),
+            self.autoscaler.changed_since(scales),
+        ) {
+            (Some(mut keys), Some(more)) if !everything => {
+                keys.extend(more);
+                Some(keys)
+            }
+            _ => None,
+        };
+        st.looked = now;
+        st.index.observe(changed.as_deref(), |key| Observed {
             workload: self.workloads.status(key),
             scale: self
                 .autoscaler
@@ -319,7 +340,7 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             revisions: typed!(self.store.list(ObjectKind::Revision, None).await?, Revision),
         };
         // What the pass reads of workloads and scales is the baseline later looks compare to.
-        self.observe();
+        self.observe(true);
         self.pass(objs, None).await?;
         {
             let mut st = self.state();
@@ -372,7 +393,9 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             }
         }
         // A replica may have turned ready (or gone) since the endpoints above were read.
-        self.fast.refresh_endpoints();
+        let read: Option<Vec<RevisionKey>> =
+            scope.map(|_| objs.revisions.iter().map(crate::revision::key).collect());
+        self.fast.refresh_endpoints(read.as_deref());
 
         let wall = self.clock.now();
         let mut st = self.state();

@@ -292,15 +292,33 @@ impl Index {
     }
 
     /// The groups of revisions whose workload or scale is not what the last look saw, and
-    /// remembers what this look sees.
-    pub(super) fn observe(&mut self, look: impl Fn(&RevisionKey) -> Observed) -> HashSet<Group> {
+    /// remembers what this look sees: of every revision, or of those in `only`.
+    pub(super) fn observe(
+        &mut self,
+        only: Option<&[RevisionKey]>,
+        look: impl Fn(&RevisionKey) -> Observed,
+    ) -> HashSet<Group> {
         let mut changed = HashSet::new();
-        for ((ns, name), group) in &self.revision_group {
-            let key = RevisionKey::new(ns, name);
+        let mut see = |key: RevisionKey, group: &String| {
             let now = look(&key);
             if self.observed.get(&key) != Some(&now) {
-                changed.insert((ns.clone(), group.clone()));
+                changed.insert((key.namespace.clone(), group.clone()));
                 self.observed.insert(key, now);
+            }
+        };
+        match only {
+            None => {
+                for ((ns, name), group) in &self.revision_group {
+                    see(RevisionKey::new(ns, name), group);
+                }
+            }
+            Some(keys) => {
+                for key in keys {
+                    let at = (key.namespace.clone(), key.name.clone());
+                    if let Some(group) = self.revision_group.get(&at) {
+                        see(key.clone(), group);
+                    }
+                }
             }
         }
         changed
@@ -386,19 +404,24 @@ mod tests {
             scale: None,
         };
         assert_eq!(
-            index.observe(idle).len(),
+            index.observe(None, idle).len(),
             2,
             "the first look sees everything"
         );
-        assert!(index.observe(idle).is_empty());
+        assert!(index.observe(None, idle).is_empty());
         let b_scaled = |k: &RevisionKey| Observed {
             workload: None,
             scale: (k.name == "b-1").then_some((1, Activity::Active, false)),
         };
-        assert_eq!(index.observe(b_scaled), [g("b")].into());
+        // A look at named revisions sees only them, and only a change.
+        let a = [RevisionKey::new("default", "a-1")];
+        assert!(index.observe(Some(&a), b_scaled).is_empty());
+        let b = [RevisionKey::new("default", "b-1")];
+        assert_eq!(index.observe(Some(&b), b_scaled), [g("b")].into());
+        assert!(index.observe(None, b_scaled).is_empty());
         // A revision that left its group is forgotten with it.
         index.record(Some(&[g("b")].into()), &Objects::default());
         assert!(index.group_of_revision("default", "b-1").is_none());
-        assert!(index.observe(b_scaled).is_empty());
+        assert!(index.observe(None, b_scaled).is_empty());
     }
 }

@@ -12,7 +12,9 @@ use sluice_api::manifest::parse_documents;
 use sluice_api::{Configuration, Object, ObjectKind, Revision, Route, Service};
 use sluice_platform::routing::{RoutingFeed, RoutingSnapshot};
 use sluice_platform::workloads::WorkloadError;
-use sluice_platform::{ManualClock, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads};
+use sluice_platform::{
+    ManualClock, RevisionChanges, RevisionKey, Store, WorkloadSpec, WorkloadStatus, Workloads,
+};
 use sluice_platform_local::sqlite::SqliteStore;
 use tokio::sync::watch;
 
@@ -20,11 +22,11 @@ use super::Controller;
 use crate::autoscaling::Autoscaler;
 
 /// Runs what it is asked to at once: every replica asked for is ready, unless a test holds
-/// readiness back.
+/// readiness back. Names the revisions that changed, as the local supervisor does.
 #[derive(Default)]
 struct InstantWorkloads {
     specs: Mutex<HashMap<RevisionKey, WorkloadSpec>>,
-    changes: watch::Sender<u64>,
+    changes: RevisionChanges,
     not_ready: std::sync::atomic::AtomicBool,
 }
 
@@ -37,14 +39,15 @@ impl InstantWorkloads {
 
 impl Workloads for InstantWorkloads {
     async fn ensure(&self, spec: WorkloadSpec) -> Result<(), WorkloadError> {
-        self.specs.lock().unwrap().insert(spec.key.clone(), spec);
-        self.changes.send_modify(|v| *v += 1);
+        let key = spec.key.clone();
+        self.specs.lock().unwrap().insert(key.clone(), spec);
+        self.changes.touch(&key);
         Ok(())
     }
 
     async fn delete(&self, key: &RevisionKey) -> Result<(), WorkloadError> {
         self.specs.lock().unwrap().remove(key);
-        self.changes.send_modify(|v| *v += 1);
+        self.changes.touch(key);
         Ok(())
     }
 
@@ -73,6 +76,10 @@ impl Workloads for InstantWorkloads {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn changed_since(&self, seen: u64) -> Option<Vec<RevisionKey>> {
+        self.changes.since(seen)
     }
 }
 
@@ -468,7 +475,7 @@ async fn a_replica_turning_ready_is_routed_without_a_pass() {
             .not_ready
             .store(!yes, std::sync::atomic::Ordering::Relaxed);
         // What the fast path does when the workloads signal a change.
-        w.controller.fast.refresh_endpoints();
+        w.controller.fast.refresh_endpoints(None);
     };
     ready(false);
     assert_eq!(
@@ -506,7 +513,7 @@ async fn a_request_at_zero_scales_the_workload_without_a_pass() {
         held_requests: 1.0,
     });
     // What the fast path does when the autoscaler signals a change.
-    w.controller.fast.apply_scales().await;
+    w.controller.fast.apply_scales(None).await;
     assert_eq!(w.workloads.replicas("default", "hello-00001"), Some(1));
 }
 

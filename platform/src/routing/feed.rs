@@ -125,25 +125,34 @@ impl RoutingFeed {
         self.commit(&mut st, hosts.into_iter().collect(), revisions);
     }
 
-    /// Sets each routed revision's endpoints to what `endpoints` says now.
-    pub fn refresh_endpoints(&self, endpoints: impl Fn(&RevisionKey) -> Vec<SocketAddr>) {
+    /// Sets the endpoints of each routed revision (or of those in `only`) to what `endpoints`
+    /// says now.
+    pub fn refresh_endpoints(
+        &self,
+        only: Option<&[RevisionKey]>,
+        endpoints: impl Fn(&RevisionKey) -> Vec<SocketAddr>,
+    ) {
         let mut st = self.state();
         if st.version == 0 {
             return;
         }
-        let changed: Vec<(RevisionKey, Option<RevisionBackends>)> = st
-            .snapshot
-            .revisions
-            .iter()
-            .filter_map(|(key, backends)| {
-                let now = endpoints(key);
-                (now != backends.endpoints).then(|| {
-                    let mut next = backends.clone();
-                    next.endpoints = now;
-                    (key.clone(), Some(next))
-                })
+        let refresh = |(key, backends): (&RevisionKey, &RevisionBackends)| {
+            let now = endpoints(key);
+            (now != backends.endpoints).then(|| {
+                let mut next = backends.clone();
+                next.endpoints = now;
+                (key.clone(), Some(next))
             })
-            .collect();
+        };
+        let revisions = &st.snapshot.revisions;
+        let changed: Vec<(RevisionKey, Option<RevisionBackends>)> = match only {
+            None => revisions.iter().filter_map(refresh).collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| revisions.get_key_value(k))
+                .filter_map(refresh)
+                .collect(),
+        };
         if !changed.is_empty() {
             self.commit(&mut st, Vec::new(), changed);
         }
@@ -384,10 +393,17 @@ mod tests {
         follow(&feed, &mut seen, &mut copy);
         let start = seen;
         for port in 2..(LOG_LEN as u16 + 10) {
-            feed.refresh_endpoints(|_| vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+            feed.refresh_endpoints(None, |_| vec![SocketAddr::from(([127, 0, 0, 1], port))]);
         }
-        feed.refresh_endpoints(|_| vec![SocketAddr::from(([127, 0, 0, 1], 7))]);
-        feed.refresh_endpoints(|_| vec![SocketAddr::from(([127, 0, 0, 1], 7))]);
+        let key = RevisionKey::new("default", "a-1");
+        let other = [RevisionKey::new("default", "other")];
+        feed.refresh_endpoints(Some(&other), |_| {
+            vec![SocketAddr::from(([127, 0, 0, 1], 8))]
+        });
+        feed.refresh_endpoints(Some(std::slice::from_ref(&key)), |_| {
+            vec![SocketAddr::from(([127, 0, 0, 1], 7))]
+        });
+        feed.refresh_endpoints(None, |_| vec![SocketAddr::from(([127, 0, 0, 1], 7))]);
         let (_, update) = feed.update_since(start).unwrap();
         assert!(
             matches!(update, RoutingUpdate::Full(_)),
@@ -395,7 +411,6 @@ mod tests {
         );
         follow(&feed, &mut seen, &mut copy);
         assert_eq!(copy, feed.snapshot());
-        let key = RevisionKey::new("default", "a-1");
         assert_eq!(copy.revisions[&key].endpoints[0].port(), 7);
     }
 }
