@@ -125,6 +125,16 @@ pub fn listening_tcp(pids: &[u32]) -> Vec<SocketAddr> {
     if inodes.is_empty() {
         return Vec::new();
     }
+    if let Ok(listening) = diag::listening() {
+        let mut addrs: Vec<SocketAddr> = listening
+            .into_iter()
+            .filter(|(_, inode)| inodes.contains(inode))
+            .map(|(addr, _)| addr)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        return addrs;
+    }
     let mut addrs = Vec::new();
     for &pid in pids {
         let v4 = fs::read_to_string(format!("/proc/{pid}/net/tcp"));
@@ -145,6 +155,124 @@ pub fn listening_tcp(pids: &[u32]) -> Vec<SocketAddr> {
     addrs.sort_unstable();
     addrs.dedup();
     addrs
+}
+
+/// Listening TCP sockets from the kernel's `sock_diag` netlink interface, asking for the LISTEN
+/// state only, so the kernel walks its listening table alone. Reading `/proc/net/tcp` walks
+/// the whole established table, every bucket (262,144 on a 24 GiB machine): 7-9 ms per file,
+/// on every replica's way to Ready.
+mod diag {
+    use std::io;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use nix::sys::time::TimeVal;
+
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    const HEADER: usize = 16;
+    /// `struct inet_diag_msg`.
+    const DIAG_MSG: usize = 72;
+    /// No more than this many reads per family: a listening table is small.
+    const MAX_READS: usize = 1024;
+
+    /// Every listening TCP socket (IPv4 and IPv6) with its inode.
+    pub(super) fn listening() -> io::Result<Vec<(SocketAddr, u64)>> {
+        let mut out = Vec::new();
+        for family in [libc_family::INET, libc_family::INET6] {
+            dump(family, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    mod libc_family {
+        pub const INET: u8 = 2;
+        pub const INET6: u8 = 10;
+    }
+
+    fn dump(family: u8, out: &mut Vec<(SocketAddr, u64)>) -> io::Result<()> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkSockDiag,
+        )?;
+        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0))?;
+        // struct nlmsghdr, then struct inet_diag_req_v2: family, IPPROTO_TCP, no extensions,
+        // states = 1 << TCP_LISTEN, and a zero socket id (any port, any address).
+        let mut req = Vec::with_capacity(HEADER + 56);
+        req.extend_from_slice(&((HEADER + 56) as u32).to_ne_bytes());
+        req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[family, 6, 0, 0]);
+        req.extend_from_slice(&(1u32 << 10).to_ne_bytes());
+        req.extend_from_slice(&[0; 48]);
+        sendto(
+            fd.as_raw_fd(),
+            &req,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )?;
+        let mut buf = vec![0u8; 32 * 1024];
+        for _ in 0..MAX_READS {
+            let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            if n == 0 {
+                return Err(io::Error::other("sock_diag: empty read"));
+            }
+            if parse(&buf[..n], family, out)? {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other("sock_diag: dump did not end"))
+    }
+
+    /// Adds the sockets in one read's messages to `out`; true once the dump is done.
+    pub(super) fn parse(
+        mut data: &[u8],
+        family: u8,
+        out: &mut Vec<(SocketAddr, u64)>,
+    ) -> io::Result<bool> {
+        let bad = || io::Error::other("sock_diag: malformed message");
+        while !data.is_empty() {
+            let header = data.get(..HEADER).ok_or_else(bad)?;
+            let len = u32::from_ne_bytes(header[0..4].try_into().map_err(|_| bad())?) as usize;
+            let kind = u16::from_ne_bytes(header[4..6].try_into().map_err(|_| bad())?);
+            if len < HEADER || len > data.len() {
+                return Err(bad());
+            }
+            match kind {
+                NLMSG_DONE => return Ok(true),
+                NLMSG_ERROR => return Err(io::Error::other("sock_diag: the kernel refused")),
+                SOCK_DIAG_BY_FAMILY => {
+                    let msg = data[HEADER..len].get(..DIAG_MSG).ok_or_else(bad)?;
+                    if msg[0] == family {
+                        let port = u16::from_be_bytes([msg[4], msg[5]]);
+                        let src: [u8; 16] = msg[8..24].try_into().map_err(|_| bad())?;
+                        let ip: std::net::IpAddr = if family == libc_family::INET {
+                            Ipv4Addr::new(src[0], src[1], src[2], src[3]).into()
+                        } else {
+                            Ipv6Addr::from(src).into()
+                        };
+                        let inode = u32::from_ne_bytes(msg[68..72].try_into().map_err(|_| bad())?);
+                        out.push((SocketAddr::new(ip, port), u64::from(inode)));
+                    }
+                }
+                _ => {}
+            }
+            let step = len.next_multiple_of(4).min(data.len());
+            data = &data[step..];
+        }
+        Ok(false)
+    }
 }
 
 /// The inodes of the sockets `pid` holds open, from the `socket:[INODE]` links in
@@ -319,6 +447,46 @@ garbage line
             Some(17)
         );
         assert_eq!(parse_stat_ppid("4242 (x"), None);
+    }
+
+    #[test]
+    fn the_kernel_lists_listeners_without_walking_connections() {
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = TcpListener::bind("[::1]:0").ok();
+        let connected = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();
+        let start = std::time::Instant::now();
+        let listening = diag::listening().expect("sock_diag answers");
+        let took = start.elapsed();
+        let addrs: Vec<SocketAddr> = listening.iter().map(|(a, _)| *a).collect();
+        assert!(addrs.contains(&v4.local_addr().unwrap()), "{addrs:?}");
+        if let Some(v6) = &v6 {
+            assert!(addrs.contains(&v6.local_addr().unwrap()), "{addrs:?}");
+        }
+        assert!(
+            !addrs.contains(&connected.local_addr().unwrap()),
+            "a connection is not a listener"
+        );
+        assert!(listening.iter().all(|(_, inode)| *inode > 0));
+        eprintln!("sock_diag listed {} listeners in {took:?}", listening.len());
+    }
+
+    #[test]
+    fn truncated_diag_messages_are_errors_not_panics() {
+        let mut out = Vec::new();
+        for len in [0u32, 8, 15, 16, 40, 4096] {
+            let mut msg = len.to_ne_bytes().to_vec();
+            msg.extend_from_slice(&20u16.to_ne_bytes());
+            msg.extend_from_slice(&[0; 26]);
+            for cut in 0..msg.len() {
+                let _ = diag::parse(&msg[..cut], 2, &mut out);
+            }
+            let _ = diag::parse(&msg, 2, &mut out);
+        }
+        assert!(out.is_empty());
+        let mut done = 16u32.to_ne_bytes().to_vec();
+        done.extend_from_slice(&3u16.to_ne_bytes());
+        done.extend_from_slice(&[0; 10]);
+        assert!(diag::parse(&done, 2, &mut out).unwrap());
     }
 
     #[test]
