@@ -537,7 +537,11 @@ mod tests {
     fn deltas_build_what_the_whole_snapshot_builds() {
         let s1 = snapshot(&[("a", 100)], &["127.0.0.1:1"]);
         let t1 = Table::build(&s1, &Table::default());
-        let (_, held) = t1.revision(&RevisionKey::new("default", "a")).unwrap().pick().unwrap();
+        let (_, held) = t1
+            .revision(&RevisionKey::new("default", "a"))
+            .unwrap()
+            .pick()
+            .unwrap();
 
         // A new split and endpoints; the held request still counts on the kept endpoint.
         let s2 = snapshot(&[("a", 50), ("b", 50)], &["127.0.0.1:1", "127.0.0.1:2"]);
@@ -556,7 +560,11 @@ mod tests {
         assert!(delta.hosts.is_empty());
         let t3 = t2.apply(&delta);
         assert_eq!(shape(&t3), shape(&Table::build(&s3, &t2)));
-        assert_eq!(shape(&t2), shape(&Table::build(&s2, &t1)), "the old table changed");
+        assert_eq!(
+            shape(&t2),
+            shape(&Table::build(&s2, &t1)),
+            "the old table changed"
+        );
 
         // Everything removed leaves nothing behind.
         let t4 = t3.apply(&s3.delta_to(&RoutingSnapshot::default()));
