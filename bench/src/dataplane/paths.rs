@@ -22,7 +22,9 @@ use hyper_util::rt::TokioIo;
 use sluice_platform::RevisionKey;
 
 use crate::net::{free_port, get};
-use sluice_platform::routing::{HostRoute, RevisionBackends, RoutingSnapshot, WeightedTarget};
+use sluice_platform::routing::{
+    HostRoute, RevisionBackends, RoutingSnapshot, RoutingUpdate, WeightedTarget,
+};
 
 /// The core a proxy has to itself during its throughput run.
 pub const PROXY_CPU: usize = 1;
@@ -434,7 +436,9 @@ impl Body for OneThenOpen {
 
 impl Control {
     fn serve(socket: &Path, snapshot: &RoutingSnapshot) -> Result<Self, String> {
-        let mut line = serde_json::to_vec(snapshot).map_err(|e| e.to_string())?;
+        // The routing stream's first line: the whole table.
+        let update = RoutingUpdate::Full(snapshot.clone());
+        let mut line = serde_json::to_vec(&update).map_err(|e| e.to_string())?;
         line.push(b'\n');
         let line = Bytes::from(line);
         let _ = std::fs::remove_file(socket);
