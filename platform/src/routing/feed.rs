@@ -16,6 +16,10 @@ use super::{
 /// How many changes the feed remembers; a reader further behind gets the whole snapshot.
 const LOG_LEN: usize = 1024;
 
+/// A change of more hosts and revisions than this (the first publication, a settings change
+/// that touches every route) is not kept: readers from before it get the whole snapshot.
+const BIG_CHANGE: usize = 4096;
+
 /// The current routing snapshot and its recent changes.
 #[derive(Debug)]
 pub struct RoutingFeed {
@@ -230,7 +234,12 @@ impl RoutingFeed {
         }
         st.version += 1;
         let version = st.version;
-        st.log.push_back((version, delta));
+        if delta.hosts.len() + delta.revisions.len() > BIG_CHANGE {
+            // Cheaper sent whole than kept: readers from before it start over.
+            st.log.clear();
+        } else {
+            st.log.push_back((version, delta));
+        }
         while st.log.len() > LOG_LEN {
             st.log.pop_front();
         }
@@ -244,10 +253,12 @@ impl RoutingFeed {
         if st.version == 0 || seen == st.version {
             return None;
         }
-        let remembered = st
-            .log
-            .front()
-            .is_some_and(|(first, _)| seen > 0 && *first <= seen + 1);
+        // The log holds every version after `seen` when its first entry is at most `seen + 1`.
+        let remembered = seen > 0
+            && match st.log.front() {
+                Some((first, _)) => *first <= seen + 1,
+                None => false,
+            };
         if !remembered || seen > st.version {
             return Some((st.version, RoutingUpdate::Full(st.snapshot.clone())));
         }
@@ -363,6 +374,34 @@ mod tests {
         follow(&feed, &mut seen, &mut copy);
         assert_eq!(copy, feed.snapshot());
         assert_eq!(copy.hosts.keys().collect::<Vec<_>>(), ["b.example"]);
+    }
+
+    #[test]
+    fn a_big_change_is_sent_whole_not_kept() {
+        let feed = RoutingFeed::new();
+        feed.publish(RoutingSnapshot::default());
+        let before = feed.update_since(0).unwrap().0;
+        let names: Vec<String> = (0..BIG_CHANGE).map(|i| format!("r{i}")).collect();
+        let hosts: Vec<(String, HostRoute)> = names
+            .iter()
+            .map(|n| (format!("{n}.example"), host(&format!("default/{n}"), &[n])))
+            .collect();
+        let hosts: Vec<(&str, HostRoute)> =
+            hosts.iter().map(|(h, r)| (h.as_str(), r.clone())).collect();
+        let revisions: Vec<(&str, u16)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        feed.publish(part(&hosts, &revisions));
+        assert!(
+            feed.state().log.is_empty(),
+            "the whole table was kept in the log"
+        );
+        let (big, update) = feed.update_since(before).unwrap();
+        assert!(matches!(update, RoutingUpdate::Full(_)));
+        feed.publish_routes(["default/r0"], RoutingSnapshot::default());
+        let (_, update) = feed.update_since(big).unwrap();
+        let RoutingUpdate::Delta(d) = update else {
+            panic!("a reader current at the big change gets deltas after it");
+        };
+        assert_eq!(d.hosts.len(), 1);
     }
 
     #[test]
