@@ -125,16 +125,21 @@ pub fn listening_tcp(pids: &[u32]) -> Vec<SocketAddr> {
     if inodes.is_empty() {
         return Vec::new();
     }
-    if let Ok(listening) = diag::listening() {
-        let mut addrs: Vec<SocketAddr> = listening
+    let mut addrs = match diag::listening() {
+        Ok(listening) => listening
             .into_iter()
             .filter(|(_, inode)| inodes.contains(inode))
             .map(|(addr, _)| addr)
-            .collect();
-        addrs.sort_unstable();
-        addrs.dedup();
-        return addrs;
-    }
+            .collect(),
+        Err(_) => listening_from_proc(pids, &inodes),
+    };
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+}
+
+/// What [`listening_tcp`] reads when netlink is unavailable: `/proc/<pid>/net/tcp{,6}`.
+fn listening_from_proc(pids: &[u32], inodes: &HashSet<u64>) -> Vec<SocketAddr> {
     let mut addrs = Vec::new();
     for &pid in pids {
         let v4 = fs::read_to_string(format!("/proc/{pid}/net/tcp"));
@@ -152,8 +157,6 @@ pub fn listening_tcp(pids: &[u32]) -> Vec<SocketAddr> {
         );
         break;
     }
-    addrs.sort_unstable();
-    addrs.dedup();
     addrs
 }
 
@@ -172,6 +175,8 @@ mod diag {
     };
     use nix::sys::time::TimeVal;
 
+    const AF_INET: u8 = 2;
+    const AF_INET6: u8 = 10;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
@@ -186,15 +191,10 @@ mod diag {
     /// Every listening TCP socket (IPv4 and IPv6) with its inode.
     pub(super) fn listening() -> io::Result<Vec<(SocketAddr, u64)>> {
         let mut out = Vec::new();
-        for family in [libc_family::INET, libc_family::INET6] {
+        for family in [AF_INET, AF_INET6] {
             dump(family, &mut out)?;
         }
         Ok(out)
-    }
-
-    mod libc_family {
-        pub const INET: u8 = 2;
-        pub const INET6: u8 = 10;
     }
 
     fn dump(family: u8, out: &mut Vec<(SocketAddr, u64)>) -> io::Result<()> {
@@ -257,7 +257,7 @@ mod diag {
                     if msg[0] == family {
                         let port = u16::from_be_bytes([msg[4], msg[5]]);
                         let src: [u8; 16] = msg[8..24].try_into().map_err(|_| bad())?;
-                        let ip: std::net::IpAddr = if family == libc_family::INET {
+                        let ip: std::net::IpAddr = if family == AF_INET {
                             Ipv4Addr::new(src[0], src[1], src[2], src[3]).into()
                         } else {
                             Ipv6Addr::from(src).into()
@@ -450,7 +450,7 @@ garbage line
     }
 
     #[test]
-    fn the_kernel_lists_listeners_without_walking_connections() {
+    fn sock_diag_lists_listeners_not_connections() {
         let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
         let v6 = TcpListener::bind("[::1]:0").ok();
         let connected = std::net::TcpStream::connect(v4.local_addr().unwrap()).unwrap();

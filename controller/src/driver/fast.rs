@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use sluice_platform::routing::{RoutingFeed, RoutingSnapshot};
+use sluice_platform::routing::RoutingFeed;
 use sluice_platform::{RevisionKey, WorkloadSpec, Workloads};
 
 use crate::autoscaling::Autoscaler;
@@ -114,21 +114,6 @@ impl<W: Workloads> FastPath<W> {
                 tracing::warn!(revision = %key, %error, "Cannot stop revision.");
             }
         }
-    }
-
-    /// Publishes a scoped pass's part of the snapshot: the hosts of `routes` (the routes the
-    /// pass read, `namespace/name`) and the revisions they name are replaced by `part`'s.
-    pub(super) fn publish_part<'a>(
-        &self,
-        routes: impl IntoIterator<Item = &'a str>,
-        part: RoutingSnapshot,
-    ) {
-        self.routing.publish_routes(routes, part);
-    }
-
-    /// Publishes a full pass's snapshot.
-    pub(super) fn publish(&self, next: RoutingSnapshot) {
-        self.routing.publish(next);
     }
 
     /// Sets the current ready endpoints of every routed revision (or of those in `only`),

@@ -382,14 +382,15 @@ impl<S: Store, W: Workloads> Controller<S, W> {
             (endpoints.unwrap_or_default(), buffered.contains(key))
         });
         match scope {
-            None => self.fast.publish(snapshot),
+            None => self.fast.routing.publish(snapshot),
             Some(scope) => {
                 let routes: Vec<String> = scope
                     .iter()
                     .map(|(ns, name)| format!("{ns}/{name}"))
                     .collect();
-                self.fast
-                    .publish_part(routes.iter().map(String::as_str), snapshot);
+                // The hosts of the routes this pass read, and what they name, are replaced.
+                let routes = routes.iter().map(String::as_str);
+                self.fast.routing.publish_routes(routes, snapshot);
             }
         }
         // A replica may have turned ready (or gone) since the endpoints above were read.

@@ -254,11 +254,7 @@ impl RoutingFeed {
             return None;
         }
         // The log holds every version after `seen` when its first entry is at most `seen + 1`.
-        let remembered = seen > 0
-            && match st.log.front() {
-                Some((first, _)) => *first <= seen + 1,
-                None => false,
-            };
+        let remembered = seen > 0 && st.log.front().is_some_and(|(first, _)| *first <= seen + 1);
         if !remembered || seen > st.version {
             return Some((st.version, RoutingUpdate::Full(st.snapshot.clone())));
         }
