@@ -18,7 +18,7 @@ use crate::client::Client;
 use crate::commands::output::Format;
 use crate::commands::service::ServiceCommand;
 use sluice_daemon::UpOptions;
-use sluice_platform_local::Home;
+use sluice_platform_local::{Home, process};
 use sluice_system as system;
 
 /// Sluice: revisioned HTTP services with Knative's API, scale-to-zero and traffic splitting.
@@ -268,6 +268,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Parses the command line and runs it; what the `sluice` binary does.
 pub fn main() -> ExitCode {
+    process::die_with_parent();
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == process::EXEC_SHIM) {
+        process::exec_shim(args);
+    }
     let cli = Cli::parse();
     // These run their own runtimes, exactly as their standalone binaries do.
     match cli.command {

@@ -153,6 +153,7 @@ pub async fn run(
     let exe = std::env::current_exe().context("cannot locate the sluice binary")?;
     let supervisor = Arc::new(Supervisor::new(SupervisorConfig {
         queue_proxy: vec![exe.display().to_string(), "queue-proxy".to_owned()],
+        exec_shim: exe.clone(),
         log_dir: home.logs(),
         stop_grace: Duration::from_secs(5),
         drain_quiet: Duration::from_millis(300),

@@ -29,22 +29,79 @@ pub struct Process {
     readers: Vec<JoinHandle<()>>,
 }
 
+/// The environment variable naming the daemon's pid to a child it starts: the child (this
+/// binary, see [`die_with_parent`]) asks the kernel to kill it when the daemon dies.
+pub const PARENT_ENV: &str = "SLUICE_PARENT_PID";
+
+/// The hidden command of this binary that runs another program as a child of the daemon:
+/// `sluice __exec PROGRAM ARGS...` (see [`exec_shim`]).
+pub const EXEC_SHIM: &str = "__exec";
+
 /// Makes `cmd` a process-group leader that dies with the daemon, with no stdin.
-#[allow(unsafe_code)]
+///
+/// No `pre_exec` closure: with one, std must `fork` the daemon, copying the page tables of
+/// its whole heap (hundreds of MB with 10,000 Services) for every replica it starts. Without
+/// one std uses `posix_spawn`, whose cost does not grow with the daemon. The child sets its
+/// own death signal instead ([`die_with_parent`]).
 fn harden(cmd: &mut Command) {
-    cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
-    // which is async-signal-safe; it touches no memory shared with the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
+    cmd.stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .env(PARENT_ENV, std::process::id().to_string());
+}
+
+/// Called first thing by a child this module started: the kernel kills the process when the
+/// daemon dies (`PR_SET_PDEATHSIG`), and a process whose daemon died before that was set
+/// exits at once. Does nothing in a process not started by the daemon.
+pub fn die_with_parent() {
+    let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+        || nix::unistd::getppid().as_raw() != parent
+    {
+        std::process::exit(1);
     }
+}
+
+/// `sluice __exec PROGRAM ARGS...`: replaces this process with `PROGRAM`, as started by
+/// [`Process::spawn_program`]. Descriptor 0 is a pipe back to the daemon: it is moved off
+/// stdin (stdin becomes `/dev/null`), closed by a successful exec, and given the errno of a
+/// failed one, so the daemon reports "cannot run" exactly as a failed spawn.
+pub fn exec_shim(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    // Off stdin, and closed by exec: F_DUPFD_CLOEXEC.
+    let mut report = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::fs::File::from);
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let error = match args.next() {
+        Some(program) => std::process::Command::new(program)
+            .args(args)
+            .env_remove(PARENT_ENV)
+            .exec(),
+        None => std::io::Error::from_raw_os_error(nix::libc::EINVAL),
+    };
+    let errno = error.raw_os_error().unwrap_or(nix::libc::EINVAL);
+    if let Some(report) = &mut report {
+        let _ = report.write_all(&errno.to_le_bytes());
+    }
+    std::process::exit(127);
 }
 
 /// Gives `cmd`'s process `listener` as descriptor [`PASSED_LISTENER_FD`] (see
 /// [`sluice_runtime::adopt_listener`]); the caller keeps its own copy open, so the socket
-/// outlives the child.
+/// outlives the child. This needs a `pre_exec` closure, so std forks the daemon for this
+/// child: fine for the activator, started once, not for replicas.
 ///
 /// [`PASSED_LISTENER_FD`]: sluice_runtime::PASSED_LISTENER_FD
 #[allow(unsafe_code)]
@@ -70,12 +127,57 @@ pub fn pass_listener(cmd: &mut Command, listener: &std::net::TcpListener) {
     }
 }
 
+/// A command that runs `program` through this binary's exec shim ([`exec_shim`]), for
+/// [`Process::spawn_program`]; its arguments, environment and directory are the program's.
+pub fn shimmed(exe: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg(EXEC_SHIM).arg(program);
+    cmd
+}
+
 impl Process {
     /// Spawns `cmd` with its stdout and stderr appended to `log` and kept as a tail. A log
     /// that cannot be opened (a full or read-only disk) does not stop the process: its output
     /// is then only kept as the tail.
+    ///
+    /// `cmd` runs this binary (a queue-proxy, the activator): it must call
+    /// [`die_with_parent`] first. Any other program goes through [`Process::spawn_program`].
     pub async fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Self> {
         harden(&mut cmd);
+        Self::start(cmd, log).await
+    }
+
+    /// Spawns any program as [`Process::spawn`] does, through this binary's exec shim: `cmd`
+    /// comes from [`shimmed`]. Returns once the program was exec'd, or with the error that
+    /// stopped it (a missing program, a directory that is not there), as a spawn would.
+    pub async fn spawn_program(mut cmd: Command, log: &Path) -> std::io::Result<Self> {
+        harden(&mut cmd);
+        let (report, theirs) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        cmd.stdin(Stdio::from(theirs));
+        let mut process = Self::start(cmd, log).await?;
+        let mut report = tokio::net::unix::pipe::Receiver::from_owned_fd(report)?;
+        let mut errno = [0u8; 4];
+        let mut read = 0;
+        // The shim's own start is bounded; past that, the program counts as started.
+        let reading = async {
+            while read < errno.len() {
+                match report.read(&mut errno[read..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), reading).await;
+        if read == errno.len() {
+            let _ = process.child.wait().await;
+            return Err(std::io::Error::from_raw_os_error(i32::from_le_bytes(errno)));
+        }
+        Ok(process)
+    }
+
+    /// Spawns a hardened `cmd`, then drops it: its copy of a descriptor given to the child
+    /// (the report pipe) closes.
+    async fn start(mut cmd: Command, log: &Path) -> std::io::Result<Self> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let file = match tokio::fs::OpenOptions::new()
             .create(true)
@@ -90,6 +192,7 @@ impl Process {
             }
         };
         let mut child = cmd.spawn()?;
+        drop(cmd);
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())

@@ -20,7 +20,7 @@ use sluice_api::contract::{QueueProxyEnv, user_env};
 use sluice_api::template::expand_env_refs;
 
 use crate::ports::PortPool;
-use crate::process::{Process, exit_reason};
+use crate::process::{Process, exit_reason, shimmed};
 use crate::sockets;
 use sluice_platform::RevisionChanges;
 use sluice_platform::routing::RevisionKey;
@@ -43,6 +43,9 @@ const LISTEN_CHECK_PERIOD: Duration = Duration::from_secs(1);
 pub struct SupervisorConfig {
     /// The program that runs a queue-proxy, and its leading arguments.
     pub queue_proxy: Vec<String>,
+    /// The binary whose exec shim starts user processes (`sluice __exec`, see
+    /// [`crate::process::exec_shim`]): this one.
+    pub exec_shim: PathBuf,
     /// Directory for per-replica log files.
     pub log_dir: PathBuf,
     /// Grace period for a stopping process before SIGKILL.
@@ -315,7 +318,7 @@ impl Replica {
             .log_dir
             .join(format!("{}_{}.log", self.spec.key.namespace, self.pod));
         tracing::debug!(revision = %self.spec.key, pod = %self.pod, "Starting replica.");
-        let mut user = match Process::spawn(self.user_command(&ports), &log).await {
+        let mut user = match Process::spawn_program(self.user_command(&ports), &log).await {
             Ok(p) => p,
             Err(e) => {
                 if let Some(limit) = platform_limit(&e) {
@@ -467,7 +470,7 @@ impl Replica {
         env.insert(user_env::REVISION, spec.key.name.clone());
         // `$(PORT)` and the like in command and args, as the kubelet expands them.
         let expand = |text: &String| expand_env_refs(text, |name| env.get(name).cloned());
-        let mut cmd = Command::new(expand(&c.command[0]));
+        let mut cmd = shimmed(&self.cfg.exec_shim, expand(&c.command[0]));
         cmd.args(c.command[1..].iter().chain(&c.args).map(expand));
         cmd.envs(&env);
         if let Some(dir) = &c.working_dir {

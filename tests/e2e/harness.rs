@@ -128,6 +128,13 @@ impl Platform {
         daemon.wait().unwrap();
     }
 
+    /// Kills the daemon alone with SIGKILL: its children are left to the kernel.
+    pub fn kill9_daemon_only(&mut self) {
+        let mut daemon = self.daemon.take().unwrap();
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    }
+
     /// Runs `sluice ARGS` against this home.
     pub fn sluice(&self, args: &[&str]) -> Output {
         Command::new(sluice_bin())

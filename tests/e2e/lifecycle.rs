@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Platform, processes_with, service_yaml, sluice_bin};
+use crate::harness::{Platform, processes_with, service_yaml, sluice_bin, testapp};
 
 #[test]
 fn crashing_process_reports_exit_code_and_output() {
@@ -104,6 +104,78 @@ fn kill9_of_the_daemon_then_restart_brings_services_back() {
         names(&p.ok(&["revision", "list", "-o", "json"])),
         names(&before)
     );
+}
+
+/// Replicas are started without forking the daemon (posix_spawn, then `sluice __exec`): the
+/// user process still gets a clean start (default SIGPIPE, stdin from /dev/null, none of the
+/// daemon's own variables), and every child of the daemon still dies with a daemon killed on
+/// its own.
+#[test]
+fn replicas_start_clean_and_die_with_a_daemon_killed_alone() {
+    let mut p = Platform::start();
+    // A shell as the user process: a Rust app would ignore SIGPIPE itself.
+    let yaml = service_yaml("tied", "env", "m-tied-marker", "x", "").replace(
+        &format!(
+            r#"command: ["{}", "env", "m-tied-marker"]"#,
+            testapp().display()
+        ),
+        &format!(
+            r#"command: ["sh", "-c", "{} env m-tied-marker & wait"]"#,
+            testapp().display()
+        ),
+    );
+    assert!(yaml.contains("& wait"), "{yaml}");
+    assert!(p.apply(&yaml).status.success());
+    p.eventually(Duration::from_secs(10), "tied ready", || p.is_ready("tied"));
+    let daemon = p.daemon_pid();
+    let children = crate::harness::children_of(daemon);
+    let user: Vec<u32> = processes_with("m-tied-marker")
+        .into_iter()
+        .filter(|pid| children.contains(pid))
+        .collect();
+    assert_eq!(user.len(), 1, "one user process, the shell: {children:?}");
+    let user = user[0];
+    let status = std::fs::read_to_string(format!("/proc/{user}/status")).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        ignored & (1 << (13 - 1)),
+        0,
+        "SIGPIPE is not ignored: {status}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{user}/fd/0")).unwrap(),
+        std::path::Path::new("/dev/null")
+    );
+    let environ = std::fs::read(format!("/proc/{user}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("TARGET=x\0"), "{environ}");
+    assert!(!environ.contains("SLUICE_PARENT_PID"), "{environ}");
+    let app = processes_with("m-tied-marker");
+    assert_eq!(app.len(), 2, "the shell and its app");
+    assert!(
+        children.len() >= 3,
+        "activator, queue-proxy, user process: {children:?}"
+    );
+
+    p.kill9_daemon_only();
+    p.eventually(
+        Duration::from_secs(5),
+        "every child dies with the daemon",
+        || {
+            children
+                .iter()
+                .all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        },
+    );
+    // The shell's own child outlives it, as it did when the daemon forked: only the
+    // daemon's children get the death signal.
+    for pid in app.iter().filter(|pid| !children.contains(pid)) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
 }
 
 #[test]
