@@ -69,6 +69,28 @@ struct RevisionRun {
     next_id: u64,
 }
 
+impl RevisionRun {
+    fn status(&self) -> WorkloadStatus {
+        let mut status = WorkloadStatus {
+            desired: self.spec.replicas,
+            ..WorkloadStatus::default()
+        };
+        for r in &self.replicas {
+            let s = r.state.lock().expect("lock");
+            if let (Some(addr), Some(admin)) = (s.ready, s.admin) {
+                status.endpoints.push(addr);
+                status.metrics.push(admin);
+            } else if status.failure.is_none() {
+                status.failure.clone_from(&s.failure);
+            }
+        }
+        if !status.endpoints.is_empty() {
+            status.failure = None;
+        }
+        status
+    }
+}
+
 struct ReplicaRun {
     state: Arc<Mutex<ReplicaState>>,
     stop: oneshot::Sender<()>,
@@ -207,24 +229,18 @@ impl Workloads for Supervisor {
 
     fn status(&self, key: &RevisionKey) -> Option<WorkloadStatus> {
         let revisions = self.revisions.lock().expect("lock");
-        let run = revisions.get(key)?;
-        let mut status = WorkloadStatus {
-            desired: run.spec.replicas,
-            ..WorkloadStatus::default()
-        };
-        for r in &run.replicas {
-            let s = r.state.lock().expect("lock");
-            if let (Some(addr), Some(admin)) = (s.ready, s.admin) {
-                status.endpoints.push(addr);
-                status.metrics.push(admin);
-            } else if status.failure.is_none() {
-                status.failure.clone_from(&s.failure);
-            }
-        }
-        if !status.endpoints.is_empty() {
-            status.failure = None;
-        }
-        Some(status)
+        revisions.get(key).map(RevisionRun::status)
+    }
+
+    fn ready(&self) -> Vec<(RevisionKey, WorkloadStatus)> {
+        let revisions = self.revisions.lock().expect("lock");
+        revisions
+            .iter()
+            .filter(|(_, run)| !run.replicas.is_empty())
+            .map(|(key, run)| (key, run.status()))
+            .filter(|(_, status)| !status.endpoints.is_empty())
+            .map(|(key, status)| (key.clone(), status))
+            .collect()
     }
 
     fn keys(&self) -> Vec<RevisionKey> {
