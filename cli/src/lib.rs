@@ -274,6 +274,16 @@ pub fn main() -> ExitCode {
         process::exec_shim(args);
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Apply { .. }
+            | Command::Delete { .. }
+            | Command::Service { .. }
+            | Command::Revision { .. }
+            | Command::Route { .. }
+    ) {
+        sluice_runtime::default_sigpipe();
+    }
     // These run their own runtimes, exactly as their standalone binaries do.
     match cli.command {
         Command::QueueProxy => return sluice_queue_proxy::main_from_env(),

@@ -35,6 +35,17 @@ pub fn init_logging() {
         .init();
 }
 
+/// Lets a closed pipe end this process quietly, as it ends `cat` or `grep`: for the CLI's
+/// client commands (`sluice service list | head`). Rust ignores SIGPIPE, so printing to a
+/// closed pipe would otherwise panic. Servers keep it ignored: a peer that goes away is an
+/// error to handle there, not a reason to die.
+#[allow(unsafe_code)]
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler code; called before any thread is started.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn terminate_signal() {
     use tokio::signal::unix::{SignalKind, signal};

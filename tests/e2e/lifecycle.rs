@@ -296,3 +296,34 @@ fn config_gc_collects_old_revisions_but_never_routed_ones() {
     assert_eq!(state("g-00001"), "active");
     assert_eq!(state("g-00003"), "reserve");
 }
+
+/// `sluice service list | head -1`: a reader that goes away ends the CLI as it ends `cat`
+/// (SIGPIPE), never with a panic, in the table and in every `-o` format.
+#[test]
+fn a_closed_pipe_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = Platform::start();
+    assert!(
+        p.apply(&service_yaml("piped", "env", "m-piped", "x", ""))
+            .status
+            .success()
+    );
+    for args in [
+        &["service", "list"][..],
+        &["service", "list", "-o", "json"],
+        &["revision", "list", "-o", "yaml"],
+        &["route", "list"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .env("SLUICE_HOME", p.home.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "sluice {args:?}: {stderr}");
+        assert_eq!(out.status.signal(), Some(13), "sluice {args:?}: {stderr}");
+    }
+}
