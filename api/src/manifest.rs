@@ -172,6 +172,29 @@ impl Object {
         })
     }
 
+    /// Reads a list, `{"items": [...]}` of objects of `kind`, straight from its bytes: no
+    /// `Value` tree on the way (10,000 Services took 300 MB and most of a second through
+    /// one).
+    pub fn list_from_slice(kind: ObjectKind, bytes: &[u8]) -> Result<Vec<Self>, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct List<T> {
+            items: Vec<T>,
+        }
+        fn items<T: serde::de::DeserializeOwned>(
+            bytes: &[u8],
+            wrap: fn(T) -> Object,
+        ) -> Result<Vec<Object>, serde_json::Error> {
+            let list: List<T> = serde_json::from_slice(bytes)?;
+            Ok(list.items.into_iter().map(wrap).collect())
+        }
+        match kind {
+            ObjectKind::Service => items(bytes, Self::Service),
+            ObjectKind::Configuration => items(bytes, Self::Configuration),
+            ObjectKind::Route => items(bytes, Self::Route),
+            ObjectKind::Revision => items(bytes, Self::Revision),
+        }
+    }
+
     /// Applies Knative's defaults.
     pub fn set_defaults(&mut self, cfg: &DefaultsConfig) {
         if self.meta().namespace.is_none() {

@@ -75,6 +75,22 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(http::StatusCode, Value)> {
+        let (status, body) = self.call_bytes(method, path, body).await?;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).context("admin API answered non-JSON")?
+        };
+        Ok((status, value))
+    }
+
+    /// [`Client::call`], the answer's body left as bytes.
+    async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let Backend::Local { socket, home } = &self.backend else {
             unreachable!("only the local platform has an admin API");
         };
@@ -99,12 +115,7 @@ impl Client {
             .await
             .context("reading the admin API's answer")?
             .to_bytes();
-        let value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).context("admin API answered non-JSON")?
-        };
-        Ok((status, value))
+        Ok((status, body))
     }
 
     fn error(value: &Value) -> anyhow::Error {
@@ -131,19 +142,12 @@ impl Client {
             kind.plural(),
             namespace.unwrap_or("")
         );
-        let (status, value) = self.call(Method::GET, &path, None).await?;
+        let (status, body) = self.call_bytes(Method::GET, &path, None).await?;
         if !status.is_success() {
+            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             return Err(Self::error(&value));
         }
-        let items = value
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        items
-            .into_iter()
-            .map(|v| Object::from_json(kind, v).map_err(Into::into))
-            .collect()
+        Object::list_from_slice(kind, &body).context("admin API answered a list that is not one")
     }
 
     /// Services in a namespace.

@@ -86,7 +86,12 @@ impl From<StoreError> for ApiError {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    json_bytes_response(status, Bytes::from(value.to_string()))
+}
+
+/// A response whose body is JSON already.
+fn json_bytes_response(status: StatusCode, json: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(json).boxed());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -140,14 +145,20 @@ impl Admin {
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("namespace="))
                     .filter(|n| !n.is_empty());
-                let items: Vec<Value> = self
-                    .store
-                    .list(kind, ns)
-                    .await?
-                    .iter()
-                    .map(Object::to_json)
-                    .collect();
-                Ok(json_response(StatusCode::OK, &json!({ "items": items })))
+                // The stored JSON as it is: decoding and encoding 10,000 Services again took
+                // most of the answer's time.
+                let bodies = self.store.list_json(kind, ns).await?;
+                let mut list =
+                    Vec::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 16);
+                list.extend_from_slice(b"{\"items\":[");
+                for (i, body) in bodies.iter().enumerate() {
+                    if i > 0 {
+                        list.push(b',');
+                    }
+                    list.extend_from_slice(body.as_bytes());
+                }
+                list.extend_from_slice(b"]}");
+                Ok(json_bytes_response(StatusCode::OK, Bytes::from(list)))
             }
             (Method::GET, ["v1", "objects", kind, ns, name]) => {
                 let kind = parse_kind(kind)?;

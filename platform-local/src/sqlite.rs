@@ -314,6 +314,16 @@ impl SqliteStore {
         Self::init(conn, None)
     }
 
+    /// [`Store::list`] as the stored JSON of each object (what [`Object::to_json`] gave when
+    /// it was written), for an answer that only passes it on.
+    pub async fn list_json(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.with_conn(|conn| Self::bodies(conn, kind, namespace))
+    }
+
     fn init(conn: Connection, files: Option<Files>) -> Result<Self, StoreError> {
         let rv: i64 = conn
             .query_row(
@@ -423,6 +433,24 @@ impl SqliteStore {
         Ok((next, Some(rv)))
     }
 
+    /// The stored JSON of every object of `kind` (in `namespace`), by namespace and name.
+    fn bodies(
+        conn: &Connection,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body FROM objects WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
+                 ORDER BY namespace, name",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![kind.as_str(), namespace], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| b.map_err(backend)).collect()
+    }
+
     fn bump(tx: &Connection) -> Result<u64, StoreError> {
         tx.query_row(
             "UPDATE meta SET value = value + 1 WHERE key = 'resource_version' RETURNING value",
@@ -497,16 +525,10 @@ impl Store for SqliteStore {
         namespace: Option<&str>,
     ) -> Result<Vec<Object>, StoreError> {
         self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT body FROM objects WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
-                     ORDER BY namespace, name",
-                )
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![kind.as_str(), namespace], |r| r.get::<_, String>(0))
-                .map_err(backend)?;
-            rows.map(|b| decode(kind, &b.map_err(backend)?)).collect()
+            Self::bodies(conn, kind, namespace)?
+                .iter()
+                .map(|b| decode(kind, b))
+                .collect()
         })
     }
 
@@ -609,6 +631,35 @@ mod tests {
             "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: hello\nspec:\n  template:\n    spec:\n      containers:\n        - command: [hello]\n          env:\n            - name: TARGET\n              value: {target}\n"
         );
         parse_documents(&yaml).unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn list_json_is_what_list_decodes() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut other = hello("b");
+        other.meta_mut().name = Some("other".into());
+        store.create(hello("a")).await.unwrap();
+        store.create(other).await.unwrap();
+        let objects = store
+            .list(ObjectKind::Service, Some("default"))
+            .await
+            .unwrap();
+        let bodies = store
+            .list_json(ObjectKind::Service, Some("default"))
+            .await
+            .unwrap();
+        let list = format!("{{\"items\":[{}]}}", bodies.join(","));
+        let decoded = Object::list_from_slice(ObjectKind::Service, list.as_bytes()).unwrap();
+        assert_eq!(decoded.len(), 2);
+        let json = |objs: &[Object]| objs.iter().map(Object::to_json).collect::<Vec<_>>();
+        assert_eq!(json(&decoded), json(&objects));
+        assert!(
+            store
+                .list_json(ObjectKind::Service, Some("elsewhere"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
