@@ -37,7 +37,7 @@ fn args() -> Result<Args, String> {
         sluice: PathBuf::from("target/release/sluice"),
         services: 10_000,
         warm: 1_000,
-        probes: 5,
+        probes: 21,
         idle: 30,
     };
     let mut it = std::env::args().skip(1);
@@ -339,9 +339,26 @@ fn idle_cpu(pids: &[u32], seconds: u64) -> Vec<f64> {
         .collect()
 }
 
-fn p50(mut ms: Vec<f64>) -> f64 {
+/// Median, lowest and highest of some timings.
+struct Spread {
+    p50: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(mut ms: Vec<f64>) -> Spread {
     ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+    Spread {
+        p50: ms[ms.len() / 2],
+        min: ms[0],
+        max: ms[ms.len() - 1],
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} ms ({:.1}–{:.1})", self.p50, self.min, self.max)
+    }
 }
 
 /// One row of the idle table.
@@ -369,8 +386,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let d = Daemon::start(&args.sluice);
-    let alone = p50(d.cold_starts("alone", args.probes));
-    eprintln!("cold start, alone: p50 {alone:.1} ms");
+    let alone = spread(d.cold_starts("alone", args.probes));
+    eprintln!("cold start, alone: p50 {alone}");
 
     let names: Vec<String> = (0..args.services).map(|i| format!("s{i:05}")).collect();
     let secs = d.create(&names, "autoscaling.knative.dev/initial-scale: \"0\"");
@@ -379,8 +396,8 @@ fn main() -> std::process::ExitCode {
     // Let the creation's passes settle before measuring idle.
     std::thread::sleep(Duration::from_secs(10));
     let at_zero = idle_row(&d, &format!("{} at zero", args.services), args.idle);
-    let crowded = p50(d.cold_starts("crowded", args.probes));
-    eprintln!("cold start among {}: p50 {crowded:.1} ms", args.services);
+    let crowded = spread(d.cold_starts("crowded", args.probes));
+    eprintln!("cold start among {}: p50 {crowded}", args.services);
 
     let warm: Vec<String> = (0..args.warm).map(|i| format!("w{i:05}")).collect();
     let warm_secs = d.create(&warm, "autoscaling.knative.dev/min-scale: \"1\"");
@@ -409,11 +426,15 @@ fn main() -> std::process::ExitCode {
         args.warm,
         args.warm as f64 / warm_secs
     );
-    println!("| cold start p50, 1 Service | {alone:.1} ms |");
     println!(
-        "| cold start p50, {} Services | {crowded:.1} ms ({:+.0}%) |",
+        "| cold start p50 (min–max of {}), 1 Service | {alone} |",
+        args.probes
+    );
+    println!(
+        "| cold start p50 (min–max of {}), {} Services | {crowded}, {:+.0}% |",
+        args.probes,
         args.services,
-        (crowded / alone - 1.0) * 100.0
+        (crowded.p50 / alone.p50 - 1.0) * 100.0
     );
     std::process::ExitCode::SUCCESS
 }
