@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use sluice_relay::h2::{self, Body, Guarded, Hop, Protocol, Rewind, SendError};
 use tokio::sync::watch;
@@ -88,19 +88,35 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
     if let Err(why) = h2::edit(&mut req, &hop, true) {
         return h2::answer(400, why, grpc);
     }
-    // A stream without a body goes to another replica when no connection can be made to
-    // this one (nothing of it was sent).
-    let bodiless = http_body::Body::is_end_stream(req.body());
+    // A stream that reached no user process goes again: one hyper hands back unsent (its
+    // connection closed first) to any replica, and a bodiless one to another replica when no
+    // connection can be made, when the replica refuses the stream, or when its queue-proxy
+    // answers that its user process refused the connection. A bodiless stream's head is
+    // kept for that; a stream with a body cannot be sent twice once its body is taken.
+    let bodiless = http_body::Body::is_end_stream(req.body()) && req.method() != Method::CONNECT;
+    let again = bodiless.then(|| Again::of(&req));
+    let mut next = Some(req.map(h2::body::boxed));
     let mut tried = Vec::new();
-    let mut sender = loop {
-        match state.h2_pool.sender(addr).await {
-            Ok(sender) => break sender,
+    let mut resends = 0;
+    // Another replica, if this stream may go to one.
+    let other = |tried: &mut Vec<SocketAddr>, addr: SocketAddr, may: bool| {
+        tried.push(addr);
+        rev.pick_excluding(tried)
+            .filter(|_| may && tried.len() <= CONNECT_RETRIES)
+    };
+    loop {
+        // Sent again only when bodiless, so a head is kept whenever this is empty.
+        let Some(req) = next.take().or_else(|| again.as_ref().map(Again::request)) else {
+            return h2::answer(
+                502,
+                &format!("error reaching revision {key}: the stream was lost\n"),
+                grpc,
+            );
+        };
+        let mut sender = match state.h2_pool.sender(addr).await {
+            Ok(sender) => sender,
             Err(error) => {
-                tried.push(addr);
-                let next = rev
-                    .pick_excluding(&tried)
-                    .filter(|_| bodiless && tried.len() <= CONNECT_RETRIES);
-                let Some(next) = next else {
+                let Some(picked) = other(&mut tried, addr, bodiless) else {
                     tracing::warn!(revision = %key, %addr, %error, "Error reaching the queue-proxy.");
                     return h2::answer(
                         502,
@@ -109,21 +125,81 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
                     );
                 };
                 tracing::warn!(revision = %key, %addr, %error, "Cannot connect to a replica; trying another.");
-                (addr, load) = next;
+                (addr, load) = picked;
+                next = Some(req);
+                continue;
             }
+        };
+        match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+            Ok(Ok(mut resp)) => {
+                if h2::take_unreached(&mut resp)
+                    && let Some(picked) = other(&mut tried, addr, bodiless)
+                {
+                    tracing::warn!(revision = %key, %addr, "A replica's user process refused the stream; trying another.");
+                    (addr, load) = picked;
+                    continue;
+                }
+                return resp.map(|body| h2::body::boxed(Guarded::new(body, load)));
+            }
+            Ok(Err(mut failed)) => {
+                let unsent = failed.take_message();
+                let error = failed.into_error();
+                if resends < CONNECT_RETRIES
+                    && let Some(req) = unsent
+                {
+                    // The connection closed (a draining replica's GOAWAY) before the stream
+                    // was taken: a new connection, to this replica if it still listens.
+                    resends += 1;
+                    tracing::debug!(revision = %key, %addr, %error, "A stream was not taken; sending it again.");
+                    next = Some(req);
+                    continue;
+                }
+                if h2::refused_stream(&error)
+                    && let Some(picked) = other(&mut tried, addr, bodiless)
+                {
+                    tracing::debug!(revision = %key, %addr, "A replica refused the stream; trying another.");
+                    (addr, load) = picked;
+                    continue;
+                }
+                let error = SendError::from(error);
+                tracing::warn!(revision = %key, %addr, %error, "The queue-proxy failed the stream.");
+                return h2::answer(
+                    502,
+                    &format!(
+                        "error reaching revision {key}: connection closed or invalid response\n"
+                    ),
+                    grpc,
+                );
+            }
+            Err(_) => return h2::answer(504, "request timeout", grpc),
         }
-    };
-    match tokio::time::timeout_at(deadline, sender.send_request(req)).await {
-        Ok(Ok(resp)) => resp.map(|body| h2::body::boxed(Guarded::new(body, load))),
-        Ok(Err(error)) => {
-            let error = SendError::from(error);
-            tracing::warn!(revision = %key, %addr, %error, "The queue-proxy failed the stream.");
-            h2::answer(
-                502,
-                &format!("error reaching revision {key}: connection closed or invalid response\n"),
-                grpc,
-            )
+    }
+}
+
+/// The head of a bodiless stream, to send it again.
+struct Again {
+    method: Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Again {
+    fn of<B>(req: &Request<B>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
         }
-        Err(_) => h2::answer(504, "request timeout", grpc),
+    }
+
+    fn request(&self) -> Request<Body> {
+        let mut req = Request::new(h2::body::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }

@@ -109,7 +109,7 @@ struct State {
     routes: Arc<Routes>,
     pool: Pool,
     /// HTTP/2 connections to queue-proxies, one per replica, for HTTP/2 clients.
-    h2_pool: sluice_relay::h2::H2Conns,
+    h2_pool: sluice_relay::h2::H2Conns<sluice_relay::h2::Body>,
     options: Options,
 }
 

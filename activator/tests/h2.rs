@@ -3,7 +3,8 @@
 //! on one port; the revision's protocol (a port named `h2c`) decides what the user process
 //! hears, whatever the client spoke; streams multiplexed on one connection, trailers,
 //! bidirectional streaming, containerConcurrency counting streams, streams held while a
-//! revision has no replica, and gRPC's form for the proxies' own errors.
+//! revision has no replica, gRPC's form for the proxies' own errors, and streams that
+//! reached no user process sent to another replica.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -408,4 +409,65 @@ async fn an_h2c_upgrade_is_answered_in_http1() {
         !lower.contains("upgrade: h2c") && !lower.contains("http2-settings"),
         "{out}"
     );
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// An HTTP/2 server that refuses every stream (`REFUSED_STREAM`), as a replica over its
+/// stream limit or going away does.
+async fn refusing_replica() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn streams_that_reached_no_user_process_go_to_another_replica() {
+    for protocol in ["h2c", "http1"] {
+        let user = user_process().await;
+        let live = queue_proxy(user.addr, protocol, 0).await;
+        // A replica whose user process is gone: its queue-proxy is refused.
+        let dead = queue_proxy(closed_port(), protocol, 0).await;
+        let routes = Routes::new();
+        routes.install(&snapshot(vec![live, dead, refusing_replica().await], 0));
+        let front = activator(routes.clone()).await;
+        let mut client = h2_client(front).await;
+        for i in 0..60 {
+            let (status, body) =
+                text(client.send_request(get(&format!("/{i}"))).await.unwrap()).await;
+            assert_eq!(status, 200, "{protocol}, stream {i}: {body}");
+            assert!(body.contains(&format!("/{i}")), "{body}");
+        }
+        // With no replica to try, the queue-proxy's answer comes through, without its mark.
+        routes.install(&snapshot(vec![dead], 0));
+        let resp = client.send_request(get("/alone")).await.unwrap();
+        assert!(!resp.headers().contains_key("k-sluice-unreached"));
+        let (status, body) = text(resp).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("connection refused"), "{body}");
+        // A stream with a body is never sent twice.
+        let post = Request::post(format!("http://{HOST}/posted"))
+            .body(Full::new(Bytes::from_static(b"once")))
+            .unwrap();
+        let mut poster = h2_client(front).await;
+        let (status, _) = text(poster.send_request(post).await.unwrap()).await;
+        assert_eq!(status, 502);
+    }
 }

@@ -84,8 +84,13 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
         }
     };
     match tokio::time::timeout_at(start_by, sent).await {
-        Ok(Ok(resp)) => resp.map(|body| h2::body::boxed(Guarded::new(body, (in_flight, slot)))),
-        Ok(Err(SendError::Connect(_))) => h2::answer(
+        Ok(Ok(mut resp)) => {
+            // Only this queue-proxy says a request was unreached, never its user process.
+            h2::take_unreached(&mut resp);
+            resp.map(|body| h2::body::boxed(Guarded::new(body, (in_flight, slot))))
+        }
+        // Nothing reached the user process: the activator may send it to another replica.
+        Ok(Err(SendError::Connect(_))) => h2::answer_unreached(
             502,
             "error reaching the user process: connection refused",
             grpc,

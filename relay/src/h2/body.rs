@@ -22,6 +22,11 @@ where
     body.boxed_unsync()
 }
 
+/// An empty body.
+pub fn empty() -> Body {
+    boxed(Empty::new().map_err(never))
+}
+
 fn never(never: Infallible) -> hyper::Error {
     match never {}
 }
@@ -115,7 +120,7 @@ fn grpc_message(text: &str) -> String {
 /// call's status.
 pub fn answer(status: u16, text: &str, grpc: bool) -> Response<Body> {
     if grpc {
-        let mut resp = Response::new(boxed(Empty::new().map_err(never)));
+        let mut resp = Response::new(empty());
         let headers = resp.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -138,6 +143,15 @@ pub fn answer(status: u16, text: &str, grpc: bool) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp
+}
+
+/// As [`answer`], marked [`UNREACHED`](crate::response::UNREACHED): the queue-proxy's answer
+/// for a request its user process never got, which the activator may send to another replica.
+pub fn answer_unreached(status: u16, text: &str, grpc: bool) -> Response<Body> {
+    let mut resp = answer(status, text, grpc);
+    resp.headers_mut()
+        .insert(crate::response::UNREACHED, HeaderValue::from_static("1"));
     resp
 }
 

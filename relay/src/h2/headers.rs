@@ -5,7 +5,7 @@
 
 use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Request, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 
 use crate::fields::is_trusted;
 
@@ -176,6 +176,15 @@ pub fn edit<B>(req: &mut Request<B>, hop: &Hop<'_>, h2_next: bool) -> Result<(),
         *req.version_mut() = http::Version::HTTP_11;
     }
     Ok(())
+}
+
+/// Removes the mark by which a queue-proxy tells the activator that its user process never
+/// got the request ([`crate::response::UNREACHED`]), saying whether it was there. Every hop
+/// removes it from what it relays, so only the queue-proxy's own answer can carry it.
+pub fn take_unreached<B>(resp: &mut Response<B>) -> bool {
+    resp.headers_mut()
+        .remove(crate::response::UNREACHED)
+        .is_some()
 }
 
 /// Sets `name` to `value`; a value that is not a valid field value (it cannot be: each comes

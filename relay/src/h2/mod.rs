@@ -29,10 +29,10 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use self::body::{Body, Guarded, answer, is_grpc};
-pub use self::headers::{Hop, edit};
+pub use self::body::{Body, Guarded, answer, answer_unreached, is_grpc};
+pub use self::headers::{Hop, edit, take_unreached};
 pub use self::io::Rewind;
-pub use self::upstream::{H1Conns, H2Conns, SendError};
+pub use self::upstream::{H1Conns, H2Conns, SendError, refused_stream};
 use crate::Limits;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).

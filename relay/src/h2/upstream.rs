@@ -47,23 +47,33 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, SendError> {
     Ok(tcp)
 }
 
-/// One HTTP/2 connection per address, shared by every request to it.
-#[derive(Default)]
-pub struct H2Conns {
-    conns: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+/// One HTTP/2 connection per address, shared by every request to it; requests carry bodies
+/// of type `B` (what hyper received, or a boxed body for a request that may be sent again).
+pub struct H2Conns<B = Incoming> {
+    conns: Mutex<HashMap<SocketAddr, http2::SendRequest<B>>>,
 }
 
-impl H2Conns {
+impl<B> Default for H2Conns<B> {
+    fn default() -> Self {
+        Self {
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<B> H2Conns<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// No connections yet.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A sender on the connection to `addr`, made now if there is none open.
-    pub async fn sender(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<http2::SendRequest<Incoming>, SendError> {
+    pub async fn sender(&self, addr: SocketAddr) -> Result<http2::SendRequest<B>, SendError> {
         if let Some(sender) = self.lock().get(&addr).filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
@@ -89,17 +99,30 @@ impl H2Conns {
     pub async fn send(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<B>,
     ) -> Result<Response<Incoming>, SendError> {
         let mut sender = self.sender(addr).await?;
         Ok(sender.send_request(req).await?)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, http2::SendRequest<Incoming>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, http2::SendRequest<B>>> {
         self.conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether the next hop refused the stream (`REFUSED_STREAM`, RFC 9113 §8.7: it did not
+/// process it, so it may be sent again), directly or by a GOAWAY that came before it.
+pub fn refused_stream(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// HTTP/1.1 connections to one address: each carries one request at a time, and goes back to
