@@ -3,8 +3,8 @@
 //! on one port; the revision's protocol (a port named `h2c`) decides what the user process
 //! hears, whatever the client spoke; streams multiplexed on one connection, trailers,
 //! bidirectional streaming, containerConcurrency counting streams, streams held while a
-//! revision has no replica, gRPC's form for the proxies' own errors, and streams that
-//! reached no user process sent to another replica.
+//! revision has no replica, gRPC's form for the proxies' own errors, streams that reached
+//! no user process sent to another replica, and the idle timeout per stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -131,12 +131,23 @@ fn snapshot(endpoints: Vec<SocketAddr>, cc: u32) -> RoutingSnapshot {
 
 /// A queue-proxy in front of `user`, which speaks `protocol` (`h2c` or `http1`).
 async fn queue_proxy(user: SocketAddr, protocol: &str, cc: u32) -> SocketAddr {
-    let env: std::collections::HashMap<String, String> = [
+    queue_proxy_with(user, protocol, cc, &[]).await
+}
+
+/// As [`queue_proxy`], with more of the queue-proxy's environment.
+async fn queue_proxy_with(
+    user: SocketAddr,
+    protocol: &str,
+    cc: u32,
+    more: &[(&str, &str)],
+) -> SocketAddr {
+    let mut env: std::collections::HashMap<String, String> = [
         ("USER_PORT".to_owned(), user.port().to_string()),
         ("USER_PROTOCOL".to_owned(), protocol.to_owned()),
         ("CONTAINER_CONCURRENCY".to_owned(), cc.to_string()),
     ]
     .into();
+    env.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let cfg = sluice_queue_proxy::config::Config::from_env(&env).unwrap();
     let qp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = qp.local_addr().unwrap();
@@ -469,5 +480,54 @@ async fn streams_that_reached_no_user_process_go_to_another_replica() {
         let mut poster = h2_client(front).await;
         let (status, _) = text(poster.send_request(post).await.unwrap()).await;
         assert_eq!(status, 502);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_idle_past_the_revisions_idle_timeout_is_reset_and_others_go_on() {
+    for protocol in ["h2c", "http1"] {
+        let user = user_process().await;
+        let qp = queue_proxy_with(
+            user.addr,
+            protocol,
+            0,
+            &[("REVISION_IDLE_TIMEOUT_SECONDS", "1")],
+        )
+        .await;
+        let routes = Routes::new();
+        routes.install(&snapshot(vec![qp], 0));
+        let front = activator(routes).await;
+        let mut client = h2_client(front).await;
+        // A stream that sends a frame every 300 ms for 2 s is never idle for 1 s.
+        let (mut tx, body) = Channel::<Bytes, hyper::Error>::new(4);
+        let mut resp = client
+            .send_request(
+                Request::post(format!("http://{HOST}/echo"))
+                    .body(body)
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+            .into_body();
+        for i in 0..7 {
+            tx.send_data(Bytes::from(format!("frame {i}")))
+                .await
+                .unwrap();
+            let frame = resp.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(frame, format!("frame {i}"), "{protocol}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Then silence: the stream is reset, not left hanging (the user process still holds
+        // it open), and the connection carries other streams.
+        let next = tokio::time::timeout(Duration::from_secs(10), resp.frame())
+            .await
+            .expect("an idle stream was left hanging");
+        assert!(matches!(next, Some(Err(_))), "{protocol}: {next:?}");
+        let after = Request::get(format!("http://{HOST}/after"))
+            .body(Channel::new(1).1)
+            .unwrap();
+        let (status, body) = text(client.send_request(after).await.unwrap()).await;
+        assert_eq!(status, 200, "{protocol}: {body}");
+        drop(tx);
     }
 }

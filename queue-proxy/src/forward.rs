@@ -91,14 +91,14 @@ async fn exchange(
             }
         },
     };
-    let deadlines = Deadlines::response_start(
-        match state.cfg.response_start_timeout {
-            Some(rs) => deadline.min(Instant::now() + rs),
-            None => deadline,
-        },
-        deadline,
-        state.cfg.idle_timeout,
-    );
+    // The head comes within the response-start timeout and the idle timeout (no byte yet is
+    // idle too, as in Knative's timeout handler), and within the revision's timeout.
+    let now = Instant::now();
+    let head_by = [state.cfg.response_start_timeout, state.cfg.idle_timeout]
+        .into_iter()
+        .flatten()
+        .fold(deadline, |by, limit| by.min(now + limit));
+    let deadlines = Deadlines::response_start(head_by, deadline, state.cfg.idle_timeout);
     let up = state.upstream.take(state.user_addr).await.map_err(|_| {
         Failed::Unreached(502, "error reaching the user process: connection refused")
     })?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use sluice_api::contract::UserProtocol;
+use sluice_relay::h2::body::Idle;
 use sluice_relay::h2::{self, Body, Guarded, Hop, Protocol, Rewind, SendError};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -68,10 +69,13 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
     if let Err(why) = h2::edit(&mut req, &hop, h2_user) {
         return h2::answer(400, why, grpc);
     }
-    let start_by = match state.cfg.response_start_timeout {
-        Some(rs) => deadline.min(Instant::now() + rs),
-        None => deadline,
-    };
+    // The response starts within the response-start timeout and the idle timeout (no byte
+    // yet is idle too, as in Knative's timeout handler), and within the revision's timeout.
+    let now = Instant::now();
+    let start_by = [state.cfg.response_start_timeout, state.cfg.idle_timeout]
+        .into_iter()
+        .flatten()
+        .fold(deadline, |by, limit| by.min(now + limit));
     let sent = async {
         if h2_user {
             state
@@ -87,7 +91,14 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
         Ok(Ok(mut resp)) => {
             // Only this queue-proxy says a request was unreached, never its user process.
             h2::take_unreached(&mut resp);
-            resp.map(|body| h2::body::boxed(Guarded::new(body, (in_flight, slot))))
+            let idle = state.cfg.idle_timeout;
+            resp.map(|body| match idle {
+                // Then no more than the idle timeout between frames of it.
+                Some(limit) => {
+                    h2::body::boxed(Guarded::new(Idle::new(body, limit), (in_flight, slot)))
+                }
+                None => h2::body::boxed(Guarded::new(body, (in_flight, slot))),
+            })
         }
         // Nothing reached the user process: the activator may send it to another replica.
         Ok(Err(SendError::Connect(_))) => h2::answer_unreached(

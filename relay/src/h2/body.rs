@@ -5,30 +5,45 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 
+/// Why a body ended early: hyper's error, or the proxy's own limit.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection or the peer failed.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// No frame came for this long (the revision's `idleTimeoutSeconds`).
+    #[error("no byte of the response for {0:?}: the revision's idle timeout")]
+    Idle(std::time::Duration),
+}
+
 /// Every response body the HTTP/2 path sends.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
 /// `body`, boxed.
 pub fn boxed<B>(body: B) -> Body
 where
-    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BodyError>,
 {
-    body.boxed_unsync()
+    body.map_err(Into::into).boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    boxed(Empty::new().map_err(never))
+    boxed(Empty::new().map_err(BodyError::from))
 }
 
-fn never(never: Infallible) -> hyper::Error {
-    match never {}
+impl From<Infallible> for BodyError {
+    fn from(never: Infallible) -> Self {
+        match never {}
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -64,6 +79,63 @@ impl<B: http_body::Body, G> http_body::Body for Guarded<B, G> {
             this.guard.take();
         }
         frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `inner`, ended with [`BodyError::Idle`] when no frame of it comes for `limit` (so
+    /// hyper resets the stream, or closes an HTTP/1.1 connection, rather than wait).
+    pub struct Idle<B> {
+        #[pin]
+        inner: B,
+        limit: Duration,
+        #[pin]
+        timer: tokio::time::Sleep,
+    }
+}
+
+impl<B> Idle<B> {
+    /// `inner`, allowed `limit` between frames, starting now.
+    pub fn new(inner: B, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: tokio::time::sleep(limit),
+        }
+    }
+}
+
+impl<B> http_body::Body for Idle<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer.reset(tokio::time::Instant::now() + *this.limit);
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(*this.limit)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -136,7 +208,7 @@ pub fn answer(status: u16, text: &str, grpc: bool) -> Response<Body> {
         return resp;
     }
     let mut resp = Response::new(boxed(
-        Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(never),
+        Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(BodyError::from),
     ));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     resp.headers_mut().insert(
@@ -158,6 +230,50 @@ pub fn answer_unreached(status: u16, text: &str, grpc: bool) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames sent on a channel, as a body.
+    struct Frames(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_body_ends_in_an_error_a_limit_after_its_last_frame() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let limit = Duration::from_secs(1);
+        let mut body = std::pin::pin!(Idle::new(Frames(rx), limit));
+        let start = tokio::time::Instant::now();
+        for i in 0..5u64 {
+            // Each frame comes 900 ms after the one before: never idle for the limit.
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            tx.send(Bytes::from(i.to_string())).await.unwrap();
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), i.to_string());
+        }
+        let last = tokio::time::Instant::now();
+        assert_eq!(last - start, Duration::from_millis(4500));
+        // Then nothing: an error exactly the limit after the last frame.
+        let end = body.frame().await.unwrap();
+        assert!(
+            matches!(end, Err(BodyError::Idle(l)) if l == limit),
+            "{end:?}"
+        );
+        assert_eq!(tokio::time::Instant::now() - last, limit);
+        // A body that ends is not an error.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        drop(tx);
+        let mut body = std::pin::pin!(Idle::new(Frames(rx), limit));
+        assert!(body.frame().await.is_none());
+    }
 
     fn request(content_type: &str) -> Request<()> {
         Request::builder()
