@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use sluice_api::contract::UserProtocol;
 use sluice_relay::h2::body::Idle;
@@ -61,7 +62,11 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
         },
     };
     let default_host = state.user_addr.to_string();
-    let h2_user = state.cfg.user_protocol == UserProtocol::H2c;
+    // An HTTP/1.1 request that switches protocols (a WebSocket) stays HTTP/1.1 to the user
+    // process even for an `h2c` revision, as with Knative's queue-proxy (whose transport
+    // follows the request's version): HTTP/2 has no `Upgrade`.
+    let upgrade = upgrade_to(&req);
+    let h2_user = state.cfg.user_protocol == UserProtocol::H2c && upgrade.is_none();
     let hop = Hop::ToUser {
         peer_ip,
         default_host: &default_host,
@@ -76,6 +81,9 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
         .into_iter()
         .flatten()
         .fold(deadline, |by, limit| by.min(now + limit));
+    if let Some(upgrade) = upgrade {
+        return tunnel(state, req, upgrade, (in_flight, slot), start_by, deadline).await;
+    }
     let sent = async {
         if h2_user {
             state
@@ -100,13 +108,21 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
                 None => h2::body::boxed(Guarded::new(body, (in_flight, slot))),
             })
         }
+        Ok(Err(error)) => failed(error, grpc),
+        Err(_) => h2::answer(504, "request timeout", grpc),
+    }
+}
+
+/// The answer to a request the user process did not answer.
+fn failed(error: SendError, grpc: bool) -> Response<Body> {
+    match error {
         // Nothing reached the user process: the activator may send it to another replica.
-        Ok(Err(SendError::Connect(_))) => h2::answer_unreached(
+        SendError::Connect(_) => h2::answer_unreached(
             502,
             "error reaching the user process: connection refused",
             grpc,
         ),
-        Ok(Err(SendError::Http(error))) => {
+        SendError::Http(error) => {
             tracing::debug!(%error, "The user process failed the request.");
             h2::answer(
                 502,
@@ -114,6 +130,65 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
                 grpc,
             )
         }
-        Err(_) => h2::answer(504, "request timeout", grpc),
+    }
+}
+
+/// What an HTTP/1.1 request asks to switch to (`Upgrade`, named in `Connection`), unless it is
+/// HTTP/2's own upgrade, which is answered in HTTP/1.1 instead.
+fn upgrade_to<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let named = req
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = req.headers().get(UPGRADE)?;
+    let h2c = upgrade
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")));
+    (named && !h2c).then(|| upgrade.clone())
+}
+
+/// Sends a request that switches protocols to the user process over HTTP/1.1, on a
+/// connection of its own; on `101` the client's connection and the user process's are
+/// joined until either ends or the revision's timeout (from the request's start) passes, as
+/// in Knative (no close frame is sent). `held` (its in-flight count and breaker slot) is
+/// kept for the tunnel's whole life: a WebSocket is one request.
+async fn tunnel(
+    state: &State,
+    mut req: Request<Incoming>,
+    upgrade: HeaderValue,
+    held: impl Send + Sync + 'static,
+    start_by: Instant,
+    deadline: Instant,
+) -> Response<Body> {
+    let client = hyper::upgrade::on(&mut req);
+    let headers = req.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, upgrade);
+    match tokio::time::timeout_at(start_by, state.h1_user.send_upgrade(req)).await {
+        Ok(Ok(mut resp)) => {
+            h2::take_unreached(&mut resp);
+            if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                return resp.map(|body| h2::body::boxed(Guarded::new(body, held)));
+            }
+            let user = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let _held = held;
+                let joined = h2::splice(client, user);
+                match tokio::time::timeout_at(deadline, joined).await {
+                    Ok(Err(error)) => tracing::debug!(%error, "A tunnel ended with an error."),
+                    Err(_) => tracing::debug!("A tunnel reached the revision's timeout."),
+                    Ok(Ok(())) => {}
+                }
+            });
+            resp.map(h2::body::boxed)
+        }
+        Ok(Err(error)) => failed(error, false),
+        Err(_) => h2::answer(504, "request timeout", false),
     }
 }

@@ -170,3 +170,68 @@ fn a_websocket_is_closed_at_the_revisions_timeout_seconds() {
         "closed after {lived:?}"
     );
 }
+
+/// A revision whose port is named `h2c` gets HTTP/2 at its app, but HTTP/2 has no `Upgrade`:
+/// a WebSocket's handshake stays HTTP/1.1 to the app, as Knative's queue-proxy chooses the
+/// user process's protocol by the request's version. Still one request for its whole life,
+/// and ended at timeoutSeconds.
+#[test]
+fn a_websocket_to_an_h2c_revision_reaches_its_app_in_http1() {
+    let p = Platform::start();
+    let yaml = service_yaml(
+        "wsh",
+        "ws",
+        "m-ws-h2c",
+        "h",
+        "      containerConcurrency: 1\n      timeoutSeconds: 4\n",
+    )
+    .replace("- containerPort: 8080", "- name: h2c\n              containerPort: 8080")
+    .replace(
+        "  template:\n    spec:\n",
+        "  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/max-scale: \"1\"\n    spec:\n",
+    );
+    let out = p.apply(&yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.eventually(Duration::from_secs(20), "wsh ready", || p.is_ready("wsh"));
+    let host = "wsh.default.localhost";
+
+    let mut first = connect(p.port, host);
+    assert_eq!(say(&mut first, "hello"), "wsh-00001 h hello");
+    first.send(Message::binary(vec![7u8, 0, 255])).unwrap();
+    assert_eq!(first.read().unwrap(), Message::binary(vec![7u8, 0, 255]));
+    let port = p.port;
+    let asked = Instant::now();
+    let second = std::thread::spawn(move || {
+        let mut ws = connect(port, host);
+        let answer = say(&mut ws, "second");
+        (ws, answer)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !second.is_finished(),
+        "a second WebSocket was served while the first held containerConcurrency 1"
+    );
+    first.send(Message::text("close 4002")).unwrap();
+    assert_eq!(
+        closed(&mut first),
+        Some((CloseCode::from(4002), "asked".to_owned()))
+    );
+    let (mut second, answer) = second.join().unwrap();
+    assert_eq!(answer, "wsh-00001 h second");
+    // Its timeout counts from when it reached the queue-proxy (waiting there for the slot
+    // counts, as under Knative's timeout handler), which is after it was asked for.
+    assert_eq!(
+        closed(&mut second),
+        None,
+        "cut at timeoutSeconds, no close frame"
+    );
+    let lived = asked.elapsed();
+    assert!(
+        lived >= Duration::from_millis(3900) && lived < Duration::from_secs(12),
+        "closed {lived:?} after it was asked for"
+    );
+}

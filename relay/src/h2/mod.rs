@@ -25,14 +25,13 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use self::body::{Body, Guarded, answer, answer_unreached, is_grpc};
 pub use self::headers::{Hop, edit, take_unreached};
 pub use self::io::Rewind;
-pub use self::upstream::{H1Conns, H2Conns, SendError, refused_stream};
+pub use self::upstream::{H1Conns, H2Conns, SendError, refused_stream, splice};
 use crate::Limits;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -149,16 +148,52 @@ pub async fn serve<S, F>(
                 .header_read_timeout(limits.head_timeout)
                 // hyper's smallest buffer is 8 KiB.
                 .max_buf_size(limits.max_head.max(8192))
-                .serve_connection(io, svc);
+                .serve_connection(io, svc)
+                // A service may answer `101` and take the connection (a WebSocket).
+                .with_upgrades();
             drive(conn, &activity, limits, closing).await;
         }
+    }
+}
+
+/// A connection hyper serves, which can be told to finish what it has and stop.
+trait Graceful: Future {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
 /// Runs `conn` to its end, shutting it down gracefully when idle too long or when `closing`.
 async fn drive<C>(conn: C, activity: &Activity, limits: Limits, mut closing: watch::Receiver<bool>)
 where
-    C: GracefulConnection,
+    C: Graceful,
 {
     tokio::pin!(conn);
     let mut shutting = false;

@@ -125,6 +125,19 @@ pub fn refused_stream(error: &hyper::Error) -> bool {
     false
 }
 
+/// Carries bytes both ways between two connections hyper switched to another protocol (the
+/// client's and the next hop's, after a `101`), until either side ends; both are shut down
+/// then.
+pub async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    next: hyper::upgrade::OnUpgrade,
+) -> io::Result<()> {
+    let (client, next) = tokio::try_join!(client, next).map_err(io::Error::other)?;
+    let (mut client, mut next) = (TokioIo::new(client), TokioIo::new(next));
+    tokio::io::copy_bidirectional(&mut client, &mut next).await?;
+    Ok(())
+}
+
 /// HTTP/1.1 connections to one address: each carries one request at a time, and goes back to
 /// the pool when its response body has ended.
 pub struct H1Conns {
@@ -186,6 +199,21 @@ impl H1Conns {
             let _ = conn.await;
         });
         Ok(sender)
+    }
+
+    /// Sends `req`, which asks to switch protocols (a WebSocket's `Upgrade`), on a connection
+    /// of its own: one answered `101` becomes the tunnel (`hyper::upgrade::on` the response),
+    /// so it never goes back to the pool.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let tcp = connect(self.addr).await?;
+        let (mut sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender.send_request(req).await?)
     }
 
     /// Sends `req` on a pooled connection; its response body holds the connection.
