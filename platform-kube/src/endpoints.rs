@@ -1,7 +1,8 @@
 //! Ready queue-proxy addresses from a revision's EndpointSlices, as Knative's activator and
-//! autoscaler find them: each ready endpoint's addresses, on the slice's `http` port (serving)
-//! and `http-usermetric` port (metrics), which the endpoint controller resolves from the
-//! `<revision>-private` Service's target ports.
+//! autoscaler find them: each ready endpoint's addresses, on the slice's `http` or `http2`
+//! port (serving; `http2` for an `h2c` revision) and `http-autometric` port (the autoscaler's
+//! metrics), which the endpoint controller resolves from the `<revision>-private` Service's
+//! target ports.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,10 +17,14 @@ pub use sluice_api::contract::{
     METRICS_PORT as QUEUE_METRICS_PORT, SERVING_PORT as QUEUE_SERVING_PORT,
 };
 pub use sluice_api::keys::REVISION as REVISION_LABEL;
-/// The private Service's serving port name.
-pub const SERVING_PORT_NAME: &str = "http";
-/// The private Service's metrics port name.
-pub const METRICS_PORT_NAME: &str = "http-usermetric";
+/// The private Service's serving port name, as Knative names it: `http` for HTTP/1.1
+/// revisions, `http2` (with app protocol `kubernetes.io/h2c`) for `h2c` ones.
+pub const SERVING_PORT_NAMES: [&str; 2] = ["http", "http2"];
+/// The app protocol of a Service port that speaks cleartext HTTP/2 (KEP-3726's standard
+/// name, which Knative sets).
+pub const H2C_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+/// The private Service's port for the autoscaler's metrics, as Knative names it.
+pub const METRICS_PORT_NAME: &str = "http-autometric";
 
 /// The revision an object belongs to, from its `serving.knative.dev/revision` label.
 pub fn revision_of(meta: &ObjectMeta) -> Option<RevisionKey> {
@@ -63,18 +68,18 @@ pub struct SliceEndpoints {
 /// An endpoint without a `ready` condition counts as ready, as the API documents.
 pub fn ready_endpoints(slice: &EndpointSlice) -> Option<(RevisionKey, SliceEndpoints)> {
     let key = revision_of(&slice.metadata)?;
-    let port = |name: &str, default: u16| {
+    let port = |names: &[&str], default: u16| {
         slice
             .ports
             .iter()
             .flatten()
-            .find(|p| p.name.as_deref() == Some(name))
+            .find(|p| p.name.as_deref().is_some_and(|n| names.contains(&n)))
             .and_then(|p| p.port)
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(default)
     };
-    let serving = port(SERVING_PORT_NAME, QUEUE_SERVING_PORT);
-    let metrics = port(METRICS_PORT_NAME, QUEUE_METRICS_PORT);
+    let serving = port(&SERVING_PORT_NAMES, QUEUE_SERVING_PORT);
+    let metrics = port(&[METRICS_PORT_NAME], QUEUE_METRICS_PORT);
     let mut ips: Vec<IpAddr> = slice
         .endpoints
         .iter()
@@ -142,7 +147,7 @@ mod tests {
     #[test]
     fn ready_addresses_on_the_named_ports() {
         let s = slice(
-            vec![("http", 18012), ("http-usermetric", 19090)],
+            vec![("http-autometric", 19090), ("http2", 18012)],
             vec![
                 ("10.0.0.2", Some(true)),
                 ("10.0.0.1", None),

@@ -59,8 +59,10 @@ pub fn placeholder(route: &Route, ingress: &str) -> Option<Service> {
             type_: Some("ExternalName".into()),
             external_name: Some(ingress.to_owned()),
             session_affinity: Some("None".into()),
+            // Knative's: the front door takes HTTP/1.1 and h2c on its one port.
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some("http2".into()),
+                app_protocol: Some(crate::endpoints::H2C_APP_PROTOCOL.into()),
                 port: 80,
                 target_port: Some(IntOrString::Int(80)),
                 ..ServicePort::default()

@@ -30,9 +30,12 @@ use sluice_platform::workloads::{
     ReplicaFailure, WorkloadError, WorkloadSpec, WorkloadStatus, Workloads,
 };
 
+use crate::endpoints::{
+    H2C_APP_PROTOCOL, METRICS_PORT_NAME, SERVING_PORT_NAMES, SliceEndpoints, ready_endpoints,
+    revision_of as key_of,
+};
 pub use crate::endpoints::{QUEUE_METRICS_PORT, QUEUE_SERVING_PORT, REVISION_LABEL};
-use crate::endpoints::{SliceEndpoints, ready_endpoints, revision_of as key_of};
-use sluice_api::contract::{self, QueueProxyEnv, user_env};
+use sluice_api::contract::{self, QueueProxyEnv, UserProtocol, user_env};
 use sluice_api::template::{Container as ApiContainer, Probe as ApiProbe};
 use sluice_api::{RevisionSpec, keys};
 /// The label EndpointSlices carry naming their Service.
@@ -511,13 +514,14 @@ impl KubeWorkloads {
             // The Sluice image's entrypoint is `sluice`; every component is a subcommand.
             args: Some(vec!["queue-proxy".into()]),
             ports: Some(vec![
+                // Knative's names: the one serving port takes HTTP/1.1 and h2c alike.
                 ContainerPort {
-                    name: Some("http".into()),
+                    name: Some("queue-port".into()),
                     container_port: i32::from(QUEUE_SERVING_PORT),
                     ..ContainerPort::default()
                 },
                 ContainerPort {
-                    name: Some("http-usermetric".into()),
+                    name: Some(METRICS_PORT_NAME.into()),
                     container_port: i32::from(QUEUE_METRICS_PORT),
                     ..ContainerPort::default()
                 },
@@ -610,6 +614,15 @@ impl KubeWorkloads {
             target_port: Some(IntOrString::Int(i32::from(target))),
             ..ServicePort::default()
         };
+        // As Knative names the serving port by the revision's protocol, so that a mesh or
+        // gateway reading the Service speaks HTTP/2 to an `h2c` revision.
+        let serving = match spec.container.user_protocol() {
+            UserProtocol::Http1 => port(SERVING_PORT_NAMES[0], 80, QUEUE_SERVING_PORT),
+            UserProtocol::H2c => ServicePort {
+                app_protocol: Some(H2C_APP_PROTOCOL.into()),
+                ..port(SERVING_PORT_NAMES[1], 80, QUEUE_SERVING_PORT)
+            },
+        };
         Service {
             metadata: ObjectMeta {
                 name: Some(private_service_name(&spec.key.name)),
@@ -624,8 +637,8 @@ impl KubeWorkloads {
                     spec.key.name.clone(),
                 )])),
                 ports: Some(vec![
-                    port("http", 80, QUEUE_SERVING_PORT),
-                    port("http-usermetric", QUEUE_METRICS_PORT, QUEUE_METRICS_PORT),
+                    serving,
+                    port(METRICS_PORT_NAME, QUEUE_METRICS_PORT, QUEUE_METRICS_PORT),
                 ]),
                 ..ServiceSpec::default()
             }),
@@ -869,6 +882,60 @@ mod tests {
             response_start_timeout: None,
             idle_timeout: None,
             readiness: ReadinessProbe::Tcp,
+        }
+    }
+
+    #[tokio::test]
+    async fn ports_carry_knatives_names_and_h2c_its_app_protocol() {
+        for (port_name, serving, app_protocol) in [
+            (None, "http", None),
+            (Some("h2c"), "http2", Some("kubernetes.io/h2c")),
+        ] {
+            let container: ApiContainer = serde_json::from_value(serde_json::json!({
+                "image": "example.com/app",
+                "ports": [{"containerPort": 8080, "name": port_name}],
+            }))
+            .unwrap();
+            let revision = RevisionSpec {
+                containers: vec![container.clone()],
+                ..RevisionSpec::default()
+            };
+            let s = spec(container);
+            let deployment = workloads().revision_deployment(&s, &revision).unwrap();
+            let pod = deployment.spec.template.spec.unwrap();
+            let queue = pod.containers.iter().find(|c| c.name == "queue-proxy");
+            let ports: Vec<_> = queue
+                .unwrap()
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (p.name.clone().unwrap(), p.container_port))
+                .collect();
+            assert_eq!(
+                ports,
+                [
+                    ("queue-port".into(), 8012),
+                    ("http-autometric".into(), 9090)
+                ]
+            );
+            let svc = KubeWorkloads::private_service(&s).spec.unwrap();
+            let ports: Vec<_> = svc
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| {
+                    (
+                        p.name.as_deref().unwrap(),
+                        p.port,
+                        p.app_protocol.as_deref(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                ports,
+                [(serving, 80, app_protocol), ("http-autometric", 9090, None)],
+                "port named {port_name:?}"
+            );
         }
     }
 

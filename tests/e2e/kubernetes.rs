@@ -280,7 +280,7 @@ impl Kubelet {
                     ..EndpointPort::default()
                 },
                 EndpointPort {
-                    name: Some("http-usermetric".into()),
+                    name: Some("http-autometric".into()),
                     port: Some(9090),
                     ..EndpointPort::default()
                 },
