@@ -141,6 +141,10 @@ async fn serve(
     }
 }
 
+/// How soon after a user container's preStop hook the queue-proxy must itself be told to
+/// stop for the hook to wait for its drain.
+const PRESTOP_STOP_WITHIN: Duration = Duration::from_secs(1);
+
 /// Runs the queue-proxy on bound listeners until `shutdown` resolves, then drains.
 pub async fn run(
     cfg: Config,
@@ -192,14 +196,26 @@ pub async fn run(
             // Knative's preStop contract: block until this queue-proxy has drained.
             let wait = (req.uri().path() == "/wait-for-drain").then(|| state.drained.subscribe());
             let answer = answer_admin(&state, &req);
+            let draining = state.draining.clone();
             async move {
-                match wait {
-                    Some(mut drained) => {
-                        let _ = drained.wait_for(|d| *d).await;
-                        admin::text(StatusCode::OK, "drained")
+                let Some(mut drained) = wait else {
+                    return answer;
+                };
+                // As Knative's: a queue-proxy not told to stop within a second of the hook is
+                // not being stopped. The kubelet is restarting the user container alone (its
+                // liveness probe failed), and that restart must not wait for a drain that
+                // will not come (it would take the pod's whole termination grace period).
+                let waited = tokio::time::timeout(PRESTOP_STOP_WITHIN, async {
+                    let _ = drained.wait_for(|d| *d).await;
+                })
+                .await;
+                if waited.is_err() {
+                    if !draining.load(Ordering::Acquire) {
+                        return admin::text(StatusCode::OK, "not stopping");
                     }
-                    None => answer,
+                    let _ = drained.wait_for(|d| *d).await;
                 }
+                admin::text(StatusCode::OK, "drained")
             }
         }))
     };

@@ -211,6 +211,22 @@ async fn the_prestop_hook_returns_once_draining_is_done() {
     assert_eq!(slow.await.unwrap().0, 200);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_prestop_hook_without_a_stop_returns_so_a_liveness_restart_is_not_held() {
+    // The kubelet restarts the user container alone when its liveness probe fails: the
+    // queue-proxy is not stopped, so the hook returns after a second and serving goes on.
+    let qp = queue_proxy(upstream().await, &[]).await;
+    let hook = tokio::spawn(get(qp.admin, "/wait-for-drain", &[]));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!hook.is_finished(), "the hook waits a second for a stop");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(2), hook)
+        .await
+        .expect("the hook returns without a stop")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "not stopping"));
+    assert_eq!(get(qp.addr, "/", &[]).await.0, 200, "still serving");
+}
+
 #[tokio::test]
 async fn a_response_that_started_in_time_is_not_cut_by_the_revision_timeout() {
     // Knative's timeoutSeconds bounds the wait for the response to start; once it has, the
