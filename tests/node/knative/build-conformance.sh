@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds Knative Serving's conformance test binaries (the e2e-tagged packages
-# test/conformance/api/v1 and test/conformance/runtime of knative.dev/serving) from the Go
-# module proxy and caches them outside the repository.
+# Builds Knative Serving's test binaries Sluice runs (the e2e-tagged packages
+# test/conformance/api/v1, test/conformance/runtime and test/e2e of knative.dev/serving; of
+# test/e2e, conformance.sh runs the gRPC tests) from the Go module proxy and caches them
+# outside the repository.
 #
 #   tests/node/knative/build-conformance.sh [VERSION]     # default v0.48.0 (k8s.io 0.34.3)
 #
-# Prints the two binaries' paths on stdout, one a line (api/v1 first, then runtime), and
-# writes each binary's test list next to it (NAME.test.list). Progress goes to stderr.
-# Reruns with both binaries present return at once.
+# Prints the three binaries' paths on stdout, one a line (api-v1.test, runtime.test,
+# e2e.test), and writes each binary's test list next to it (NAME.test.list). Progress goes
+# to stderr. Reruns with every binary present return at once.
 #
 # How: the module is downloaded into the module cache (read-only) and copied to a writable
 # directory (lib.sh's serving_src), where it is its own main module with its own go.mod and
@@ -20,8 +21,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/lib.sh"
 version="${1:-${SLUICE_SERVING_VERSION:-v0.48.0}}"
 out="$(knative_cache)/conformance-$version"
-suites=(api/v1 runtime)
-bin_of() { echo "$out/${1//\//-}.test"; } # api/v1 -> api-v1.test
+suites=(conformance/api/v1 conformance/runtime e2e) # packages under test/
+bin_of() { local s="${1#conformance/}"; echo "$out/${s//\//-}.test"; } # conformance/api/v1 -> api-v1.test
 
 all=1
 for s in "${suites[@]}"; do [[ -x "$(bin_of "$s")" ]] || all=0; done
@@ -39,9 +40,9 @@ for s in "${suites[@]}"; do
     bin="$(bin_of "$s")"
     [[ -x "$bin" ]] && continue
     t=$SECONDS
-    echo "build-conformance: go test -tags=e2e -c ./test/conformance/$s" >&2
+    echo "build-conformance: go test -tags=e2e -c ./test/$s" >&2
     GOFLAGS=-mod=mod CGO_ENABLED=0 go test -tags=e2e -c -trimpath -ldflags=-s \
-        -o "$bin.tmp" "./test/conformance/$s" >&2
+        -o "$bin.tmp" "./test/$s" >&2
     "$bin.tmp" -test.list . >"$bin.list"
     mv "$bin.tmp" "$bin"
     echo "build-conformance: $s built in $((SECONDS - t)) s, $(wc -l <"$bin.list") tests:" >&2

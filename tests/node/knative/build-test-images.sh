@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the test images Knative Serving's conformance suites (test/conformance/api/v1 and
-# test/conformance/runtime) run, from knative.dev/serving's own test/test_images, without ko,
+# test/conformance/runtime) and its gRPC tests (test/e2e/grpc_test.go) run, from knative.dev/serving's own test/test_images, without ko,
 # Docker or a registry, and writes each as an OCI image archive for `ctr -n k8s.io images
 # import` (tests/node/oci-image.sh).
 #
@@ -12,8 +12,8 @@
 #
 # Which images: the suites name images through constants of knative.dev/serving/test
 # (test.PizzaPlanet1 -> "pizzaplanetv1", declared in test/conformance.go); every constant the
-# two suites (and test/conformance/api/shared) use whose name is a directory under
-# test/test_images is built. The one constant without a directory, "invalidhelloworld", is
+# two suites (and test/conformance/api/shared) and test/e2e/grpc_test.go use whose name is a
+# directory under test/test_images is built. The one constant without a directory, "invalidhelloworld", is
 # deliberately not an image (TestContainerErrorMsg; it skips with a .local repository anyway).
 #
 # The layout is ko's, which the tests assume (TestCmdArgs runs /ko-app/runtime, the exec
@@ -35,26 +35,18 @@ repo="${SLUICE_IMAGE_REPO:-kind.local}"
 tag="${SLUICE_IMAGE_TAG:-e2e}"
 oci="$here/../oci-image.sh"
 
-if [[ -s "$out/images.txt" ]]; then
-    complete=1
-    while read -r _ _ archive; do [[ -s "$out/$archive" ]] || complete=0; done <"$out/images.txt"
-    if ((complete)); then
-        echo "$out"
-        exit 0
-    fi
-fi
-command -v go >/dev/null || { echo "build-test-images: go is not installed" >&2; exit 2; }
 start=$SECONDS
 src="$(serving_src "$version")"
 cd "$src"
 
-# Image names used by the two suites: constants referenced as test.X, resolved through the
+# Image names used by the suites and the gRPC tests: constants referenced as test.X, resolved through the
 # const block of test/conformance.go, kept when test/test_images has a directory of that name.
 declare -A const_value
 while read -r constant value; do const_value[$constant]=$value; done < <(
     sed -n 's/^\s*\([A-Z][A-Za-z0-9]*\)\s*=\s*"\([a-z0-9-]*\)".*/\1 \2/p' test/conformance.go)
 mapfile -t used < <(grep -ohE '\btest\.[A-Z][A-Za-z0-9]*\b' \
-    test/conformance/api/v1/*.go test/conformance/api/shared/*.go test/conformance/runtime/*.go |
+    test/conformance/api/v1/*.go test/conformance/api/shared/*.go test/conformance/runtime/*.go \
+    test/e2e/grpc_test.go |
     sed 's/^test\.//' | sort -u)
 declare -A dir_of
 for constant in "${used[@]}"; do
@@ -69,6 +61,18 @@ for constant in "${used[@]}"; do
 done
 mapfile -t names < <(printf '%s\n' "${!dir_of[@]}" | sort)
 ((${#names[@]})) || { echo "build-test-images: found no images" >&2; exit 1; }
+
+# Done already when every image has its archive, listed in images.txt.
+if [[ -s "$out/images.txt" ]]; then
+    complete=1
+    while read -r _ _ archive; do [[ -s "$out/$archive" ]] || complete=0; done <"$out/images.txt"
+    for name in "${names[@]}"; do grep -q " $name.tar\$" "$out/images.txt" || complete=0; done
+    if ((complete)); then
+        echo "$out"
+        exit 0
+    fi
+fi
+command -v go >/dev/null || { echo "build-test-images: go is not installed" >&2; exit 2; }
 echo "build-test-images: ${#names[@]} images: ${names[*]}" >&2
 
 work="$(knative_cache)/build-images-$version"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Knative Serving's own conformance suites (knative.dev/serving v0.48.0:
-# test/conformance/api/v1, 28 tests, and test/conformance/runtime, 22 tests) against the
-# cluster KUBECONFIG points at, with Sluice installed in it, and writes a result table.
+# test/conformance/api/v1, 28 tests, and test/conformance/runtime, 22 tests) and the gRPC
+# tests of its test/e2e (test/e2e/grpc_test.go, 6 tests) against the cluster KUBECONFIG
+# points at, with Sluice installed in it, and writes a result table.
 #
 #   KUBECONFIG=... [SLUICE_NODE_DIR=...] tests/node/knative/conformance.sh RESULTS_FILE [TEST_REGEX]
 #   tests/node/run tests/node/knative/conformance.sh RESULTS_FILE    # on a fresh node
@@ -26,7 +27,9 @@
 #     any document of another API group (*.knative.dev, cert-manager.io, ...) would be dropped
 #     and reported, since Sluice serves only serving.knative.dev/v1;
 #  3. waits for the default ServiceAccount of serving-tests (pods need it);
-#  4. runs each top-level test in its own process (so a hung test is bounded and its
+#  4. runs each top-level test (of test/e2e, those matching SLUICE_E2E_TESTS, default
+#     ^TestGRPC: the rest of test/e2e tests Knative's own internals and extensions) in its own
+#     process (so a hung test is bounded and its
 #     timeout does not take the others down), SLUICE_CONFORMANCE_JOBS at a time, through
 #     `go tool test2json`, each with -test.timeout SLUICE_CONFORMANCE_TEST_TIMEOUT (12m: the
 #     suites' own waits give up after 10 min) under an outer `timeout` one minute later.
@@ -41,6 +44,8 @@
 #   --enable-beta (runs TestServiceCreateWithMultipleContainers and TestServiceCreateWithEmptyDir,
 #       which skip otherwise; these two suites read no alpha flag)
 #   plus SLUICE_CONFORMANCE_FLAGS (e.g. "--spooftimeout 2m" or "--disable-optional-api").
+# SYSTEM_NAMESPACE=sluice-system: where test/e2e reads config-autoscaler (knative.dev/pkg's
+# system.Namespace(), knative-serving otherwise).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,6 +58,8 @@ test_timeout="${SLUICE_CONFORMANCE_TEST_TIMEOUT:-12m}"
 endpoint="${SLUICE_INGRESS_ENDPOINT:-${SLUICE_NODE_IP:-10.88.0.1}}"
 export GATEWAY_OVERRIDE="${GATEWAY_OVERRIDE:-sluice-activator}"
 export GATEWAY_NAMESPACE_OVERRIDE="${GATEWAY_NAMESPACE_OVERRIDE:-sluice-system}"
+export SYSTEM_NAMESPACE="${SYSTEM_NAMESPACE:-sluice-system}"
+e2e_re="${SLUICE_E2E_TESTS:-^TestGRPC}"
 allow="${SLUICE_NOT_APPLICABLE:-$here/not-applicable.txt}"
 known="${SLUICE_KNOWN_FAILURES:-$here/known-failures.txt}"
 kubectl="${SLUICE_KUBECTL:-}"
@@ -75,7 +82,7 @@ outer_timeout=$(($(to_seconds "$test_timeout") + 60))
 
 # 1. Binaries, images, module sources.
 mapfile -t bins < <("$here/build-conformance.sh" "$version") || die "build-conformance.sh failed"
-((${#bins[@]} == 2)) || die "build-conformance.sh did not print two binaries"
+((${#bins[@]} == 3)) || die "build-conformance.sh did not print three binaries"
 src="$(serving_src "$version")" || die "no knative.dev/serving source"
 if [[ -n "${SLUICE_NODE_DIR:-}" ]]; then
     images="$("$here/build-test-images.sh")" || die "build-test-images.sh failed"
@@ -139,7 +146,8 @@ tests=() # "SUITE BINARY TEST"
 for bin in "${bins[@]}"; do
     suite="$(basename "$bin" .test)"
     while read -r name; do
-        [[ "$name" =~ ^Test ]] && [[ "$name" =~ $select_re ]] && tests+=("$suite $bin $name")
+        [[ "$name" =~ ^Test ]] && [[ "$name" =~ $select_re ]] || continue
+        [[ "$suite" != e2e || "$name" =~ $e2e_re ]] && tests+=("$suite $bin $name")
     done < <("$bin" -test.list . 2>/dev/null)
 done
 ((${#tests[@]})) || die "no test matches $select_re"
@@ -148,7 +156,8 @@ say "running ${#tests[@]} tests, $jobs at a time, $test_timeout each"
 run_one() { # SUITE BINARY TEST
     local suite="$1" bin="$2" name="$3" base t0 rc pkgdir
     base="$logs/$suite.$name"
-    pkgdir="$src/test/conformance/${suite//-//}" # api-v1 -> api/v1: the directory go test runs in
+    # The directory go test runs in: api-v1 -> test/conformance/api/v1, e2e -> test/e2e.
+    if [[ "$suite" == e2e ]]; then pkgdir="$src/test/e2e"; else pkgdir="$src/test/conformance/${suite//-//}"; fi
     t0=$(date +%s.%N)
     (cd "$pkgdir" && timeout --kill-after=30s "$outer_timeout" \
         go tool test2json -t -p "$suite" "$bin" -test.v=test2json -test.run "^$name\$" \
