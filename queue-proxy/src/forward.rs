@@ -32,10 +32,9 @@ enum Failed {
 /// idle.
 pub(crate) async fn serve(state: Arc<State>, mut down: Downstream, peer: SocketAddr) {
     let peer_ip = peer.ip().to_string();
-    let default_host = state.user_addr.to_string();
     let edit = Edit::ToUser {
         peer_ip: &peer_ip,
-        default_host: &default_host,
+        default_host: &state.user_host,
     };
     while let Some(req) = down.next_request(Some(&edit)).await {
         // Whether a probe asks for the queue-proxy (the value lives in the head).

@@ -61,7 +61,6 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
             Err(_) => return h2::answer(503, "request timed out waiting in the queue", grpc),
         },
     };
-    let default_host = state.user_addr.to_string();
     // An HTTP/1.1 request that switches protocols (a WebSocket) stays HTTP/1.1 to the user
     // process even for an `h2c` revision, as with Knative's queue-proxy (whose transport
     // follows the request's version): HTTP/2 has no `Upgrade`.
@@ -69,7 +68,7 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
     let h2_user = state.cfg.user_protocol == UserProtocol::H2c && upgrade.is_none();
     let hop = Hop::ToUser {
         peer_ip,
-        default_host: &default_host,
+        default_host: &state.user_host,
     };
     if let Err(why) = h2::edit(&mut req, &hop, h2_user) {
         return h2::answer(400, why, grpc);
@@ -82,7 +81,16 @@ async fn handle(state: &State, peer_ip: &str, mut req: Request<Incoming>) -> Res
         .flatten()
         .fold(deadline, |by, limit| by.min(now + limit));
     if let Some(upgrade) = upgrade {
-        return tunnel(state, req, upgrade, (in_flight, slot), start_by, deadline).await;
+        // Boxed: rare, and large.
+        return Box::pin(tunnel(
+            state,
+            req,
+            upgrade,
+            (in_flight, slot),
+            start_by,
+            deadline,
+        ))
+        .await;
     }
     let sent = async {
         if h2_user {

@@ -50,6 +50,8 @@ pub struct DrainPolicy {
 struct State {
     cfg: Config,
     user_addr: SocketAddr,
+    /// `user_addr` as the authority of requests that came without one.
+    user_host: String,
     upstream: Pool,
     /// The user process over HTTP/2, for an `h2c` revision.
     h2_user: sluice_relay::h2::H2Conns,
@@ -163,6 +165,7 @@ pub async fn run(
     let state = Arc::new(State {
         breaker: Breaker::for_concurrency(cfg.container_concurrency),
         user_addr,
+        user_host: user_addr.to_string(),
         upstream: Pool::new(idle, cfg.limits.pool_idle),
         h2_user: sluice_relay::h2::H2Conns::new(),
         h1_user: sluice_relay::h2::H1Conns::new(user_addr, idle),

@@ -77,6 +77,12 @@ where
         if let Some(sender) = self.lock().get(&addr).filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
+        // Boxed: connecting is rare, and its future is large; every request's future would
+        // carry (and every task spawn copy) its size otherwise.
+        Box::pin(self.open(addr)).await
+    }
+
+    async fn open(&self, addr: SocketAddr) -> Result<http2::SendRequest<B>, SendError> {
         let tcp = connect(addr).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -193,6 +199,11 @@ impl H1Conns {
                 return Ok(sender);
             }
         }
+        // Boxed, as in `H2Conns::sender`.
+        Box::pin(self.open()).await
+    }
+
+    async fn open(&self) -> Result<http1::SendRequest<Incoming>, SendError> {
         let tcp = connect(self.addr).await?;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
